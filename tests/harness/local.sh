@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make local`: the main job against the embedded default, a local systemd container host.
+#
+#   local.sh        set up the toolchain, start the host `composeops-local`, run playbooks/site.yml
+#   local.sh down   remove the host
+#
+# Extra arguments after `--` go to ansible-playbook (e.g. `tests/harness/local.sh -- --check --diff`).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+# shellcheck source=tests/lib.sh
+. tests/lib.sh
+
+if [ "${1:-}" = down ]; then
+  docker rm -f -v composeops-local >/dev/null 2>&1 || true
+  echo "composeops-local removed"
+  exit 0
+fi
+[ "${1:-}" = -- ] && shift
+
+setup_venv
+link_collection
+tests/harness/testhost.sh engine
+tests/harness/testhost.sh images debian13
+ansible-playbook tests/harness/local_host.yml
+ansible-playbook -i inventories/local playbooks/site.yml "$@"
