@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Check every role's meta/argument_specs.yml against its defaults/main.yml.
 
 House rules (prometheus.prometheus style), checked for the ``main`` entry point of each role:
