@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Benchmark of the test host harness: image build (cached), time from `docker run` to a booted
+# systemd, and the memory an idle test host takes. Prints figures; asserts nothing.
+#
+#   benchmarks/testhost.sh [ROUNDS]   (default 5 boots per distribution)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-5}
+opts=(--cap-add SYS_ADMIN --cap-add NET_ADMIN --security-opt seccomp=unconfined
+  --security-opt apparmor=unconfined --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw
+  --tmpfs /run --tmpfs /run/lock)
+
+ms() { date +%s%3N; }
+
+start=$(ms)
+tests/harness/testhost.sh images >/dev/null 2>&1
+echo "images (cached check, both distributions): $(($(ms) - start)) ms"
+
+for distro in debian12 debian13; do
+  total=0 worst=0
+  for i in $(seq 1 "$rounds"); do
+    name="bench-testhost-$distro-$i"
+    start=$(ms)
+    docker run -d --name "$name" "${opts[@]}" "composeops/testhost:$distro" /sbin/init >/dev/null
+    # Bounded: at most 60 s per boot.
+    for _ in $(seq 1 600); do
+      state=$(docker exec "$name" systemctl is-system-running 2>/dev/null || true)
+      case "$state" in running|degraded) break ;; esac
+      sleep 0.1
+    done
+    took=$(($(ms) - start))
+    total=$((total + took)); [ "$took" -gt "$worst" ] && worst=$took
+    # docker stats reads 0 here (systemd inside re-parents its cgroups), so sum the processes' RSS.
+    [ "$i" = "$rounds" ] && mem=$(docker exec "$name" ps -eo rss= | awk '{s += $1} END {printf "%.1f MiB", s / 1024}')
+    docker rm -f -v "$name" >/dev/null
+  done
+  echo "$distro: boot to '$state' mean $((total / rounds)) ms, worst $worst ms over $rounds boots; idle memory $mem"
+done
