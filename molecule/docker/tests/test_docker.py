@@ -1,0 +1,241 @@
+"""Verify the docker role: the Debian 13 host converged from the distribution, the Debian 12 host
+failed where it must (converge.yml asserts the messages) and changed nothing."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+D13 = "docker-debian13"
+D12 = "docker-debian12"
+SCENARIO = Path(__file__).resolve().parent.parent
+TEST_IMAGE = "composeops-test/busybox:local"
+
+
+@pytest.fixture
+def d13(host):
+    if host.backend.get_hostname() != D13:
+        pytest.skip("Debian 13 host only")
+    return host
+
+
+@pytest.fixture
+def d12(host):
+    if host.backend.get_hostname() != D12:
+        pytest.skip("Debian 12 host only")
+    return host
+
+
+def docker_info(host):
+    return json.loads(host.check_output("docker info --format '{{json .}}'"))
+
+
+def vercmp(version):
+    return tuple(int(part) for part in version.split("-")[0].split("+")[0].split("."))
+
+
+@pytest.fixture(scope="module")
+def test_image(host):
+    """A busybox image built inside the host (no registry can be reached)."""
+    if host.backend.get_hostname() != D13:
+        pytest.skip("Debian 13 host only")
+    if host.run(f"docker image inspect {TEST_IMAGE}").rc != 0:
+        host.check_output(
+            "set -e; d=$(mktemp -d); mkdir $d/bin; cp /bin/busybox $d/bin/;"
+            " for a in sh yes head sleep; do ln -s busybox $d/bin/$a; done;"
+            f" tar -C $d -c . | docker import - {TEST_IMAGE}; rm -rf $d"
+        )
+    return TEST_IMAGE
+
+
+# --- Debian 13: engine, Compose, daemon.json -------------------------------------------------------
+
+
+def test_engine_active_and_enabled(d13):
+    service = d13.service("docker")
+    assert service.is_running
+    assert service.is_enabled
+
+
+def test_compose_v2_plugin(d13):
+    version = d13.check_output("docker compose version --short")
+    assert vercmp(version) >= (2, 18, 0), version
+
+
+def test_packages_from_the_distribution_on_hold(d13):
+    held = d13.check_output("apt-mark showhold").split()
+    for name in ["docker.io", "docker-cli", "docker-compose"]:
+        assert d13.package(name).is_installed
+        assert name in held
+    assert not d13.package("docker-ce").is_installed
+    assert not d13.file("/etc/apt/sources.list.d/docker.sources").exists
+
+
+def test_daemon_json_applied(d13):
+    config = json.loads(d13.file("/etc/docker/daemon.json").content_string)
+    assert "iptables" not in config and "ip-forward" not in config
+    info = docker_info(d13)
+    assert info["LoggingDriver"] == "local"
+    assert info["LiveRestoreEnabled"] is True
+    assert "name=no-new-privileges" in info["SecurityOptions"]
+    assert info["DefaultAddressPools"] == [{"Base": "172.20.0.0/14", "Size": 24}]
+    assert info["RegistryConfig"]["Mirrors"] == ["https://mirror.example.invalid/"]
+    assert info["Driver"] == "overlay2"
+    assert config["log-opts"] == {"max-size": "1m", "max-file": "3"}
+
+
+def test_metrics_endpoint(d13):
+    assert "engine_daemon_engine_info" in d13.check_output("curl -fsS http://127.0.0.1:9323/metrics")
+
+
+def test_firewall_left_alone(d13):
+    """Docker keeps its own iptables rules, DOCKER-USER stays empty for the hardening role."""
+    rules = d13.check_output("iptables -S DOCKER-USER")
+    assert rules.splitlines() == ["-N DOCKER-USER", "-A DOCKER-USER -j RETURN"] or rules.splitlines() == [
+        "-N DOCKER-USER"
+    ]
+    assert d13.file("/etc/sysctl.d/90-composeops-docker.conf").contains("^net.ipv4.ip_forward = 1$")
+
+
+def test_new_network_from_the_address_pool(d13):
+    d13.run("docker network rm composeops-pool-test")
+    d13.check_output("docker network create composeops-pool-test")
+    try:
+        subnet = d13.check_output(
+            "docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' composeops-pool-test"
+        )
+    finally:
+        d13.run("docker network rm composeops-pool-test")
+    assert subnet.startswith("172.2") and subnet.endswith("/24"), subnet
+
+
+# --- Debian 13: containers ------------------------------------------------------------------------
+
+
+def test_container_logs_rotate(d13, test_image):
+    d13.run("docker rm -f composeops-logs")
+    # 4 MB of output against max-size 1m, max-file 3.
+    d13.check_output(
+        f"docker run -d --name composeops-logs {test_image} sh -c "
+        "'yes 0123456789012345678901234567890123456789012345678901234567890 | head -c 4000000; sleep 600'"
+    )
+    try:
+        cid = d13.check_output("docker inspect -f '{{.Id}}' composeops-logs")
+        logdir = f"/var/lib/docker/containers/{cid}/local-logs"
+        for _ in range(30):
+            files = d13.check_output(f"ls {logdir}").split()
+            if "container.log.2.gz" in files:
+                break
+            time.sleep(1)
+        assert sorted(files) == ["container.log", "container.log.1.gz", "container.log.2.gz"], files
+        assert d13.file(f"{logdir}/container.log").size <= 1024 * 1024 + 64 * 1024
+        assert d13.check_output("docker logs --tail 1 composeops-logs").startswith("0123456789")
+    finally:
+        d13.run("docker rm -f composeops-logs")
+
+
+def test_containers_survive_a_daemon_restart(d13, test_image):
+    d13.run("docker rm -f composeops-live")
+    d13.check_output(f"docker run -d --name composeops-live {test_image} sleep 600")
+    try:
+        before = d13.check_output("docker inspect -f '{{.State.Pid}} {{.State.StartedAt}}' composeops-live")
+        daemon_before = d13.check_output("systemctl show -p MainPID --value docker")
+        d13.check_output("systemctl restart docker")
+        assert d13.check_output("systemctl show -p MainPID --value docker") != daemon_before
+        after = d13.check_output("docker inspect -f '{{.State.Pid}} {{.State.StartedAt}}' composeops-live")
+        assert after == before
+        assert d13.check_output("docker inspect -f '{{.State.Running}}' composeops-live") == "true"
+    finally:
+        d13.run("docker rm -f composeops-live")
+
+
+def test_docker_group_works_for_the_user(d13):
+    assert "docker" in d13.user("deploy").groups
+    result = d13.run("sudo -u deploy docker ps")
+    assert result.rc == 0, result.stderr
+
+
+def test_prune_timer(d13, test_image):
+    timer = d13.service("composeops-docker-prune.timer")
+    assert timer.is_enabled
+    assert timer.is_running
+    unit = d13.file("/etc/systemd/system/composeops-docker-prune.service").content_string
+    assert "--filter until=168h" in unit
+    d13.check_output("systemctl start composeops-docker-prune.service")
+    assert d13.run("systemctl is-failed composeops-docker-prune.service").stdout.strip() != "failed"
+
+
+# --- Debian 13: reload or restart -----------------------------------------------------------------
+
+
+def run_step(step):
+    """Run reload.yml against the converged host, with molecule's inventory."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    result = subprocess.run(
+        ["ansible-playbook", "-i", inventory, str(SCENARIO / "reload.yml"), "-e", f"docker_test_step={step}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def daemon_pid(host):
+    return host.check_output("systemctl show -p MainPID --value docker")
+
+
+def test_reload_or_restart(d13, test_image):
+    d13.run("docker rm -f composeops-reload")
+    d13.check_output(f"docker run -d --name composeops-reload {test_image} sleep 600")
+    try:
+        container = d13.check_output("docker inspect -f '{{.State.Pid}}' composeops-reload")
+        pid = daemon_pid(d13)
+        out = run_step("reloadable")
+        assert daemon_pid(d13) == pid, "a reloadable change restarted dockerd"
+        assert "RUNNING HANDLER [composeops.platform.docker : Reload dockerd]" in out
+        assert "RUNNING HANDLER [composeops.platform.docker : Restart dockerd]" in out  # skipped
+        assert "skipping" in out.split("Restart dockerd]", 1)[1].split("TASK", 1)[0]
+        run_step("restart")
+        assert daemon_pid(d13) != pid, "a change that needs a restart did not restart dockerd"
+        assert json.loads(d13.file("/etc/docker/daemon.json").content_string)["log-level"] == "warn"
+        pid = daemon_pid(d13)
+        run_step("back")
+        assert daemon_pid(d13) != pid
+        assert "log-level" not in json.loads(d13.file("/etc/docker/daemon.json").content_string)
+        assert d13.check_output("docker inspect -f '{{.State.Pid}}' composeops-reload") == container
+    finally:
+        d13.run("docker rm -f composeops-reload")
+
+
+# --- Debian 12: nothing installed, Docker's repository configured --------------------------------
+
+
+def test_debian12_got_no_docker(d12):
+    for name in ["docker.io", "docker-compose", "docker-ce"]:
+        assert not d12.package(name).is_installed
+    assert not d12.file("/etc/docker/daemon.json").exists
+
+
+def test_debian12_docker_repository(d12):
+    source = d12.file("/etc/apt/sources.list.d/docker.sources")
+    assert source.mode == 0o644
+    text = source.content_string
+    assert text.startswith("#")
+    for line in [
+        "Types: deb",
+        "URIs: file:///srv/docker-ce-test/debian",
+        "Suites: bookworm",
+        "Components: stable",
+        "Architectures: amd64",
+        "Signed-By: /etc/apt/keyrings/docker.asc",
+    ]:
+        assert line in text.splitlines()
+    fingerprint = d12.file("/root/docker-test.fpr").content_string.strip()
+    keys = d12.check_output("gpg --show-keys --with-colons /etc/apt/keyrings/docker.asc")
+    assert fingerprint in keys
+    # apt read the signed stand-in with that key (an unsigned or wrongly signed one gives no lists).
+    assert d12.run("ls /var/lib/apt/lists/ | grep -q docker-ce-test").rc == 0
