@@ -171,40 +171,56 @@ def test_prune_timer(d13, test_image):
 # --- Debian 13: reload or restart -----------------------------------------------------------------
 
 
-def run_step(step):
-    """Run reload.yml against the converged host, with molecule's inventory."""
+def run_step(step, expect_ok=True):
+    """Run the daemon part of the role (reload.yml) against the converged host."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     result = subprocess.run(
-        ["ansible-playbook", "-i", inventory, str(SCENARIO / "reload.yml"), "-e", f"docker_test_step={step}"],
+        ["ansible-playbook", "-i", inventory, str(SCENARIO / "reload.yml"),
+         "--tags", "docker_preflight,docker_daemon", "-e", f"docker_test_step={step}"],
         capture_output=True,
         text=True,
         check=False,
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    return result.stdout
+    output = result.stdout + result.stderr
+    assert (result.returncode == 0) == expect_ok, output[-4000:]
+    return output
 
 
 def daemon_pid(host):
     return host.check_output("systemctl show -p MainPID --value docker")
 
 
-def test_reload_or_restart(d13, test_image):
+def handler_ran(output, name):
+    """True when the handler ran, False when it was skipped."""
+    section = output.split(f"RUNNING HANDLER [composeops.platform.docker : {name}]", 1)[1]
+    section = section.split("RUNNING HANDLER", 1)[0].split("PLAY RECAP", 1)[0]
+    return "skipping:" not in section
+
+
+def test_reload_restart_and_validation(d13, test_image):
     d13.run("docker rm -f composeops-reload")
     d13.check_output(f"docker run -d --name composeops-reload {test_image} sleep 600")
     try:
         container = d13.check_output("docker inspect -f '{{.State.Pid}}' composeops-reload")
         pid = daemon_pid(d13)
+
         out = run_step("reloadable")
+        assert handler_ran(out, "Reload dockerd") and not handler_ran(out, "Restart dockerd")
         assert daemon_pid(d13) == pid, "a reloadable change restarted dockerd"
-        assert "RUNNING HANDLER [composeops.platform.docker : Reload dockerd]" in out
-        assert "RUNNING HANDLER [composeops.platform.docker : Restart dockerd]" in out  # skipped
-        assert "skipping" in out.split("Restart dockerd]", 1)[1].split("TASK", 1)[0]
-        run_step("restart")
+
+        out = run_step("restart")
+        assert handler_ran(out, "Reload dockerd") and handler_ran(out, "Restart dockerd")
         assert daemon_pid(d13) != pid, "a change that needs a restart did not restart dockerd"
         assert json.loads(d13.file("/etc/docker/daemon.json").content_string)["log-level"] == "warn"
+
+        before = d13.file("/etc/docker/daemon.json").sha256sum
         pid = daemon_pid(d13)
+        out = run_step("invalid", expect_ok=False)
+        assert "failed to validate" in out
+        assert d13.file("/etc/docker/daemon.json").sha256sum == before
+        assert daemon_pid(d13) == pid
+
         run_step("back")
-        assert daemon_pid(d13) != pid
         assert "log-level" not in json.loads(d13.file("/etc/docker/daemon.json").content_string)
         assert d13.check_output("docker inspect -f '{{.State.Pid}}' composeops-reload") == container
     finally:
