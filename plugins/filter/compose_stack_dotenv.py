@@ -16,7 +16,7 @@ description:
   - Values are single-quoted (taken literally, no C($) interpolation); values holding a single
     quote or a newline are double-quoted with C(\\), C("), C($) and newlines escaped.
   - Keys must be valid environment variable names; booleans become C(true)/C(false).
-author: composeops developers
+author: composeops developers (@composeops)
 positional: _input
 options:
   _input:

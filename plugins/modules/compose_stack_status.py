@@ -19,7 +19,7 @@ description:
   - For each failing service it adds the last health probe output and the last log lines, and
     words one error message naming them. Used by the P(composeops.platform.compose_stack#role) role.
   - Only reads; changes nothing.
-author: composeops developers
+author: composeops developers (@composeops)
 options:
   project_name:
     description: Compose project name (the stack name).
@@ -53,8 +53,10 @@ options:
     default: docker
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 requirements:
   - Docker CLI with the Compose v2 plugin
