@@ -22,4 +22,6 @@ link_collection
 tests/harness/testhost.sh engine
 tests/harness/testhost.sh images debian13
 ansible-playbook tests/harness/local_host.yml
+# Test scaffolding a container host needs before Docker runs inside it (see the playbook).
+ansible-playbook -i inventories/local molecule/resources/playbooks/prepare_dind.yml
 ansible-playbook -i inventories/local playbooks/site.yml "$@"
