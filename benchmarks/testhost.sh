@@ -6,9 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
-opts=(--cap-add SYS_ADMIN --cap-add NET_ADMIN --security-opt seccomp=unconfined
-  --security-opt apparmor=unconfined --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw
-  --tmpfs /run --tmpfs /run/lock)
+# The run options of tests/harness/testhost.yml, the one definition of a test host.
+mapfile -t opts < <(.venv/bin/python - <<'EOF'
+import yaml
+t = yaml.safe_load(open("tests/harness/testhost.yml"))
+for flag, key in (("--cap-add", "testhost_capabilities"), ("--security-opt", "testhost_security_opts"),
+                  ("-v", "testhost_volumes"), ("--tmpfs", "testhost_tmpfs")):
+    for value in t[key]:
+        print(flag); print(value)
+print("--cgroupns"); print(t["testhost_cgroupns_mode"])
+EOF
+)
 
 ms() { date +%s%3N; }
 

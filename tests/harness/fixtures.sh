@@ -24,10 +24,6 @@ REGISTRY_VOLUME=composeops-registry-data
 LABEL=org.composeops.recipe
 # Bump when the recipe changes in a way the hashes cannot see.
 RECIPE_VERSION=1
-MIRROR=${COMPOSEOPS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-SECURITY_MIRROR=${COMPOSEOPS_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-SUITE=trixie
-BASE_PACKAGES=ca-certificates
 
 # name:tag  directory  build-args   (the images the registry serves, as fixtures/<name>:<tag>)
 IMAGES=(
@@ -43,59 +39,16 @@ die() { printf '[fixtures] ERROR: %s\n' "$*" >&2; exit 1; }
 
 label_of() { docker image inspect -f "{{ index .Config.Labels \"$LABEL\" }}" "$1" 2>/dev/null || true; }
 
-# --- Base image: a Debian 13 minbase without systemd (app containers run one process) -----------
-base_image() {
-  local image=$PREFIX-base:debian13 hash rootfs
-  hash=$({ echo "base $RECIPE_VERSION $SUITE $BASE_PACKAGES $MIRROR"; sed -n '/^base_image()/,/^}/p' "$0"; } | sha256sum | cut -c1-16)
-  if [ "$(label_of "$image")" = "$hash" ]; then
-    log "$image is current (recipe $hash)"
-    return 0
-  fi
-  command -v debootstrap >/dev/null || die "debootstrap is missing (tests/harness/testhost.sh images installs it)"
-  rootfs=$(mktemp -d /var/tmp/composeops-fixture-base.XXXXXX)
-  # shellcheck disable=SC2064  # expand now: the trap must remove this very directory
-  trap "rm -rf '$rootfs' '$rootfs.log'" RETURN
-  log "debootstrap $SUITE into $rootfs"
-  debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" "$MIRROR" >"$rootfs.log" 2>&1 ||
-    { tail -n 30 "$rootfs.log" >&2; die "debootstrap $SUITE failed (log above)"; }
-  rm -f "$rootfs/etc/apt/sources.list"
-  cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
-Types: deb
-URIs: $MIRROR
-Suites: $SUITE $SUITE-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb
-URIs: $SECURITY_MIRROR
-Suites: $SUITE-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-  # Containers need no man pages or docs; keep apt from installing them in the image layers.
-  cat >"$rootfs/etc/dpkg/dpkg.cfg.d/composeops-slim" <<'EOF'
-path-exclude /usr/share/doc/*
-path-exclude /usr/share/man/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/locale/*
-EOF
-  chroot "$rootfs" apt-get clean
-  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/tmp/* "$rootfs"/var/log/*.log \
-    "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*
-  log "importing $image"
-  tar -C "$rootfs" --numeric-owner -c . | docker import \
-    --change 'ENV LANG=C.UTF-8' \
-    --change 'CMD ["/bin/bash"]' \
-    --change "LABEL $LABEL=$hash" \
-    - "$image" >/dev/null
-  log "$image built (recipe $hash)"
-}
+# --- Base image: a slim Debian 13 without systemd (app containers run one process), built by the
+# test host harness from the same debootstrap recipe as the test hosts.
+BASE_IMAGE=
+base_image() { BASE_IMAGE=$("$ROOT/tests/harness/testhost.sh" base debian13); }
 
 # build_image TAG DIR ARGS: build $PREFIX-TAG from tests/fixtures/DIR unless its recipe is current.
 build_image() {
   local tag=$1 dir=$2 args=$3 image hash base_id build_args=()
   image=$PREFIX-$tag
-  base_id=$(docker image inspect -f '{{ .Id }}' "$PREFIX-base:debian13")
+  base_id=$(docker image inspect -f '{{ .Id }}' "$BASE_IMAGE")
   hash=$({ echo "$RECIPE_VERSION $args $base_id"; (cd "$FIXTURES/$dir" && find . -type f -print0 | sort -z |
     xargs -0 sha256sum); } | sha256sum | cut -c1-16)
   if [ "$(label_of "$image")" = "$hash" ]; then
@@ -107,7 +60,7 @@ build_image() {
     for a in $args; do build_args+=(--build-arg "$a"); done
   fi
   log "building $image"
-  DOCKER_BUILDKIT=0 docker build -q "${build_args[@]}" --build-arg "BASE=$PREFIX-base:debian13" \
+  DOCKER_BUILDKIT=0 docker build -q "${build_args[@]}" --build-arg "BASE=$BASE_IMAGE" \
     --label "$LABEL=$hash" -t "$image" "$FIXTURES/$dir" >"$STATE/build.log" 2>&1 ||
     { tail -n 30 "$STATE/build.log" >&2; die "docker build of $image failed (log above)"; }
   log "$image built (recipe $hash)"

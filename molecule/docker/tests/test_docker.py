@@ -125,7 +125,7 @@ def test_container_logs_rotate(d13, test_image):
     try:
         cid = d13.check_output("docker inspect -f '{{.Id}}' composeops-logs")
         logdir = f"/var/lib/docker/containers/{cid}/local-logs"
-        for _ in range(30):
+        for _attempt in range(30):
             files = d13.check_output(f"ls {logdir}").split()
             if "container.log.2.gz" in files:
                 break
