@@ -22,6 +22,9 @@ link_collection
 tests/harness/testhost.sh engine
 tests/harness/testhost.sh images debian13
 ansible-playbook tests/harness/local_host.yml
-# Test scaffolding a container host needs before Docker runs inside it (see the playbook).
-ansible-playbook -i inventories/local molecule/resources/playbooks/prepare_dind.yml
+# The demo stack's images come from the local fixture registry (no registry outside is reachable).
+tests/harness/fixtures.sh up
+# Test scaffolding a container host needs: Docker inside it, trust in the fixture registry's CA.
+ansible-playbook -i inventories/local molecule/resources/playbooks/prepare_dind.yml \
+  molecule/resources/playbooks/trust_fixture_registry.yml
 ansible-playbook -i inventories/local playbooks/site.yml "$@"
