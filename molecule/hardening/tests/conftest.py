@@ -33,5 +33,6 @@ def ssh_key():
 
 
 def address_of(host):
-    """The host's address on the test network (the controller reaches it there)."""
-    return host.check_output("hostname -I").split()[0]
+    """The host's address on the test network (eth0, its only link to it). Not `hostname -I`:
+    with Docker inside, that may list docker0 first, an address of the outer machine's bridge."""
+    return host.check_output("ip -4 -o addr show dev eth0").split()[3].split("/")[0]

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import testinfra
+from conftest import address_of
 
 EXPECTED = {
     # host: (ports that must be open, ports allowed to answer at all)
@@ -27,6 +28,9 @@ def target(scanner, name):
 
 
 def scan(scanner, address, ports="-"):
+    # Only ever our own test hosts: the address must be on the scanner's own test network.
+    assert scanner.run(f"ip -4 route get {address} | grep -q 'dev eth0 '").rc == 0
+    assert not scanner.run(f"ip -4 route get {address} | grep -q ' via '").rc == 0, address
     out = scanner.check_output(
         f"nmap -Pn -n -sS -p{ports} --min-rate 5000 --max-retries 1 -oG - {address}")
     found = re.search(r"Ports: (.*?)(\t|$)", out, re.M)
@@ -40,7 +44,7 @@ def scan(scanner, address, ports="-"):
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_only_allowed_ports_answer(scanner, name):
     must_open, may_answer = EXPECTED[name]
-    address = target(scanner, name).check_output("hostname -I").split()[0]
+    address = address_of(target(scanner, name))
     states, raw = scan(scanner, address)
     print(raw)
     open_ports = {p for p, s in states.items() if s == "open"}
@@ -54,7 +58,7 @@ def test_only_allowed_ports_answer(scanner, name):
 
 def test_published_ports_stay_filtered_after_restarts(scanner):
     docker_host = target(scanner, "hardening-debian13")
-    address = docker_host.check_output("hostname -I").split()[0]
+    address = address_of(docker_host)
     assert docker_host.check_output("busybox wget -q -T 5 -O - http://127.0.0.1:8080/").strip() == "composeops"
     for restart in ("docker", "composeops-firewall"):
         with docker_host.sudo():
