@@ -7,6 +7,7 @@ attempt may be answered "Not allowed at this time" for a few seconds, so every p
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -35,7 +36,8 @@ def test_ssh_audit_clean(hardened, ssh_port):
     address = address_of(hardened)
     audit = os.path.join(os.path.dirname(sys.executable), "ssh-audit")
     proc = run_retrying([audit, "--no-colors", "-p", str(ssh_port), address])
-    report = os.path.join(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/tmp"),
+    # Kept for the closing note of a run (the ephemeral directory goes away with destroy).
+    report = os.path.join(os.environ.get("COMPOSEOPS_SSH_AUDIT_DIR", tempfile.gettempdir()),
                           f"ssh-audit-{hardened.backend.host}.txt")
     with open(report, "w", encoding="utf-8") as out:
         out.write(proc.stdout)
