@@ -148,3 +148,114 @@ def failure_message(project, failing, blocked, logs, health_outputs, cause=""):
     if blocked:
         parts.append("Not started because a dependency failed: %s." % ", ".join(blocked))
     return "\n".join(parts)
+
+
+# --- Image pins ------------------------------------------------------------------------------
+
+
+def image_pin(ref):
+    """How an image reference (as ``docker compose config --images`` prints it) is pinned:
+    ``digest``, ``tag``, or ``None`` for no tag at all or the moving ``latest`` tag."""
+    ref = (ref or "").strip()
+    if "@" in ref:
+        return "digest"
+    name = ref.rsplit("/", 1)[-1]
+    if ":" not in name:
+        return None
+    tag = name.rsplit(":", 1)[1]
+    return None if tag in ("", "latest") else "tag"
+
+
+def unpinned_images(refs):
+    """The references among ``refs`` with no tag or the ``latest`` tag, sorted and unique."""
+    return sorted({r.strip() for r in refs or [] if r.strip() and image_pin(r) is None})
+
+
+# --- Warnings ----------------------------------------------------------------------------------
+
+
+def healthcheck_warning(project, services):
+    if not services:
+        return None
+    return ("stack '%s': long-running services without a healthcheck: %s. A deploy cannot tell whether "
+            "they work; add a healthcheck (compose `healthcheck:` or the image's HEALTHCHECK)."
+            % (project, ", ".join(services)))
+
+
+def public_ports_warning(project, ports):
+    if not ports:
+        return None
+    return ("stack '%s' publishes ports on every interface (Docker's published ports bypass the host "
+            "firewall): %s. Publish on 127.0.0.1 or list the service in the stack's public_services."
+            % (project, "; ".join(ports)))
+
+
+def unpinned_images_warning(project, images):
+    if not images:
+        return None
+    return ("stack '%s' uses images without a pinned tag or digest: %s. Each pull may bring another "
+            "version; pin a version tag (app:1.4.2) or a digest (app@sha256:...)."
+            % (project, ", ".join(images)))
+
+
+# --- Commands and their outputs --------------------------------------------------------------
+
+
+def compose_command(docker_cli, project):
+    return [docker_cli, "compose", "--project-name", project]
+
+
+def ps_command(docker_cli, project):
+    return compose_command(docker_cli, project) + ["ps", "--all", "--format", "json"]
+
+
+def logs_command(docker_cli, project, service, lines):
+    return compose_command(docker_cli, project) + ["logs", "--no-color", "--no-log-prefix", "--tail", str(lines), service]
+
+
+def health_command(docker_cli, container):
+    return [docker_cli, "inspect", "--format", "{{json .State.Health}}", container["id"] or container["name"]]
+
+
+def gather_diagnostics(run, docker_cli, project, failing, lines):
+    """Last log lines (by service) and last health probe output (by container name) of the
+    failing containers. ``run(argv)`` returns ``(rc, stdout, stderr)``, as
+    ``AnsibleModule.run_command`` does."""
+    logs, probes = {}, {}
+    for c in failing:
+        rc, out, err = run(logs_command(docker_cli, project, c["service"], lines))
+        logs[c["service"]] = clean_log(out + err if rc == 0 else err, lines)
+        rc, out, dummy = run(health_command(docker_cli, c))
+        if rc == 0:
+            probes[c["name"]] = last_health_output(out)
+    return logs, probes
+
+
+def report(project, containers, logs=None, probes=None, cause="", public_services=None, images=None,
+           warn_missing_healthcheck=True):
+    """Everything the module returns, and its warnings, from the project's containers and the
+    diagnostics of the failing ones. ``message`` is set whenever a service failed or the caller
+    saw a failure (``cause``): a failed deploy is never reported as fine."""
+    failing = failing_containers(containers)
+    blocked = blocked_services(containers)
+    missing = missing_healthchecks(containers)
+    public = public_ports(containers, public_services) if public_services is not None else []
+    unpinned = unpinned_images(images) if images is not None else []
+    cause = (cause or "").strip()
+    message = failure_message(project, failing, blocked, logs or {}, probes or {}, cause) if failing or cause else ""
+    warnings = [w for w in (
+        healthcheck_warning(project, missing) if warn_missing_healthcheck else None,
+        public_ports_warning(project, public),
+        unpinned_images_warning(project, unpinned),
+    ) if w]
+    result = dict(
+        changed=False,
+        services=containers,
+        failing=sorted({c["service"] for c in failing}),
+        blocked=blocked,
+        missing_healthcheck=missing,
+        public_ports=public,
+        unpinned_images=unpinned,
+        message=message,
+    )
+    return result, warnings

@@ -18,6 +18,7 @@ description:
     long-running services report no healthcheck, and which publish ports on every interface.
   - For each failing service it adds the last health probe output and the last log lines, and
     words one error message naming them. Used by the P(composeops.platform.compose_stack#role) role.
+  - Warns about images used without a pinned tag or digest (O(images)).
   - Only reads; changes nothing.
 author: composeops developers (@composeops)
 options:
@@ -34,13 +35,22 @@ options:
     type: bool
     default: false
   failure_cause:
-    description: What the caller saw fail (for example the deploy's error), added when no container looks failed.
+    description:
+      - What the caller saw fail (for example the deploy's error). When set, RV(message) is never
+        empty, even if every container looks fine.
     type: str
     default: ""
   warn_missing_healthcheck:
     description: Warn about running services without a healthcheck.
     type: bool
     default: true
+  images:
+    description:
+      - Image references of the project (C(docker compose config --images)). Those with no tag or
+        the C(latest) tag get a warning.
+      - Omit to skip this check.
+    type: list
+    elements: str
   public_services:
     description:
       - Services allowed to publish ports on every interface. Others that do get a warning.
@@ -58,6 +68,9 @@ attributes:
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
+  idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    support: full
 requirements:
   - Docker CLI with the Compose v2 plugin
 """
@@ -68,44 +81,63 @@ EXAMPLES = r"""
     project_name: shop
     log_lines: 30
     fail_on_unhealthy: true
+
+- name: Warn about missing healthchecks, public ports and unpinned images
+  composeops.platform.compose_stack_status:
+    project_name: shop
+    public_services: [proxy]
+    images: [registry.example.com/shop/app:1.4.2, redis]
 """
 
 RETURN = r"""
 services:
   description: Every container of the project.
-  returned: always
+  returned: success
   type: list
   elements: dict
   sample: [{service: app, name: shop-app-1, state: running, health: healthy, exit_code: 0}]
 failing:
   description: Names of the services that failed.
-  returned: always
+  returned: success
   type: list
   elements: str
 blocked:
   description: Services created but never started, waiting on a failed dependency.
-  returned: always
+  returned: success
   type: list
   elements: str
 missing_healthcheck:
   description: Running services that report no healthcheck.
-  returned: always
+  returned: success
   type: list
   elements: str
 public_ports:
   description: Ports published on every interface by services not in O(public_services).
-  returned: always
+  returned: success
+  type: list
+  elements: str
+unpinned_images:
+  description: Images of O(images) with no tag or the C(latest) tag.
+  returned: success
   type: list
   elements: str
 message:
-  description: The error message naming failing services with their health status and last log lines; empty when none failed.
-  returned: always
+  description:
+    - The error message naming failing services with their health status and last log lines.
+    - Empty when no service failed and O(failure_cause) is empty.
+  returned: success
   type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.composeops.platform.plugins.module_utils import _compose_stack as cs
+
+
+def fail(module, msg, **result):
+    """The one way this module fails: with the project and what it found so far."""
+    result.setdefault("changed", False)
+    module.fail_json(msg=msg, project_name=module.params["project_name"], **result)
 
 
 def main():
@@ -117,49 +149,26 @@ def main():
             failure_cause=dict(type="str", default=""),
             warn_missing_healthcheck=dict(type="bool", default=True),
             public_services=dict(type="list", elements="str"),
+            images=dict(type="list", elements="str"),
             docker_cli=dict(type="path", default="docker"),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    compose = [p["docker_cli"], "compose", "--project-name", p["project_name"]]
-    rc, out, err = module.run_command(compose + ["ps", "--all", "--format", "json"])
+    ps = cs.ps_command(p["docker_cli"], p["project_name"])
+    rc, out, err = module.run_command(ps)
     if rc != 0:
-        module.fail_json(msg="docker compose ps failed for stack '%s': %s" % (p["project_name"], err.strip()))
+        fail(module, "docker compose ps failed for stack '%s' (exit code %d): %s" % (p["project_name"], rc, err.strip()),
+             cmd=ps, rc=rc, stderr=err)
     containers = cs.parse_ps_output(out)
-    failing = cs.failing_containers(containers)
-    logs, probes = {}, {}
-    for c in failing:
-        rc, out, err = module.run_command(compose + ["logs", "--no-color", "--no-log-prefix",
-                                                     "--tail", str(p["log_lines"]), c["service"]])
-        logs[c["service"]] = cs.clean_log(out + err if rc == 0 else err, p["log_lines"])
-        rc, out, err = module.run_command([p["docker_cli"], "inspect", "--format", "{{json .State.Health}}", c["id"] or c["name"]])
-        if rc == 0:
-            probes[c["name"]] = cs.last_health_output(out)
-    blocked = cs.blocked_services(containers)
-    missing = cs.missing_healthchecks(containers)
-    public = cs.public_ports(containers, p["public_services"]) if p["public_services"] is not None else []
-    if p["warn_missing_healthcheck"] and missing:
-        module.warn("stack '%s': long-running services without a healthcheck: %s. A deploy cannot tell whether "
-                    "they work; add a healthcheck (compose `healthcheck:` or the image's HEALTHCHECK)."
-                    % (p["project_name"], ", ".join(missing)))
-    if public:
-        module.warn("stack '%s' publishes ports on every interface (Docker's published ports bypass the host "
-                    "firewall): %s. Publish on 127.0.0.1 or list the service in the stack's public_services."
-                    % (p["project_name"], "; ".join(public)))
-    message = cs.failure_message(p["project_name"], failing, blocked, logs, probes, p["failure_cause"]) if (
-        failing or p["failure_cause"]) else ""
-    result = dict(
-        changed=False,
-        services=containers,
-        failing=sorted({c["service"] for c in failing}),
-        blocked=blocked,
-        missing_healthcheck=missing,
-        public_ports=public,
-        message=message,
-    )
-    if p["fail_on_unhealthy"] and message:
-        module.fail_json(msg=message, **result)
+    logs, probes = cs.gather_diagnostics(module.run_command, p["docker_cli"], p["project_name"],
+                                         cs.failing_containers(containers), p["log_lines"])
+    result, warnings = cs.report(p["project_name"], containers, logs, probes, p["failure_cause"],
+                                 p["public_services"], p["images"], p["warn_missing_healthcheck"])
+    for warning in warnings:
+        module.warn(warning)
+    if p["fail_on_unhealthy"] and result["message"]:
+        fail(module, result["message"], **result)
     module.exit_json(**result)
 
 

@@ -134,3 +134,110 @@ def test_dotenv_rejects_bad_names():
         compose_stack_dotenv({"BAD-NAME": "x"})
     with pytest.raises(AnsibleFilterError):
         compose_stack_dotenv(["A=1"])
+
+
+# --- Image pins (docker compose config --images) ------------------------------------------------
+
+@pytest.mark.parametrize("ref,pin", [
+    ("composeops-registry:5000/fixtures/app:1.0", "tag"),
+    ("postgres:17.2", "tag"),
+    ("registry.example.com:5000/shop/app", None),
+    ("redis", None),
+    ("redis:latest", None),
+    ("library/redis:latest", None),
+    ("app@sha256:" + "0" * 64, "digest"),
+    ("registry.example.com:5000/app:1.0@sha256:" + "0" * 64, "digest"),
+])
+def test_image_pin(ref, pin):
+    assert cs.image_pin(ref) == pin
+
+
+def test_unpinned_images_from_recorded_config_images():
+    # Recorded: `docker compose config --images` of services app (fixtures/app:1.0), cache
+    # (fixtures/redis), db (postgres:latest), plain (redis) and pinned (redis@sha256:0…).
+    images = _read("compose_config_images.txt").splitlines()
+    assert cs.unpinned_images(images) == ["composeops-registry:5000/fixtures/redis", "postgres:latest", "redis"]
+    assert cs.unpinned_images([]) == []
+
+
+# --- Warnings --------------------------------------------------------------------------------------
+
+def test_warnings_name_the_services_and_what_to_do(healthy):
+    result, warnings = cs.report("t", healthy, public_services=[], images=["redis", "app:1.0"])
+    assert warnings == [
+        "stack 't': long-running services without a healthcheck: plain. A deploy cannot tell whether they work; "
+        "add a healthcheck (compose `healthcheck:` or the image's HEALTHCHECK).",
+        "stack 't' uses images without a pinned tag or digest: redis. Each pull may bring another version; "
+        "pin a version tag (app:1.4.2) or a digest (app@sha256:...).",
+    ]
+    assert result["unpinned_images"] == ["redis"] and result["message"] == ""
+
+
+def test_no_warning_when_checks_are_off_or_clean(healthy):
+    assert cs.report("t", healthy, warn_missing_healthcheck=False)[1] == []
+    assert cs.public_ports_warning("t", []) is None
+    assert cs.public_ports_warning("t", ["web: 0.0.0.0:80->80/tcp"]).startswith(
+        "stack 't' publishes ports on every interface")
+
+
+# --- Diagnostics of failing containers, with a recorded runner -----------------------------------
+
+class RecordedDocker:
+    """Answers the commands the module runs with outputs recorded on a test host."""
+
+    def __init__(self, logs_rc=0):
+        self.calls = []
+        self.logs_rc = logs_rc
+
+    def __call__(self, argv):
+        self.calls.append(argv)
+        if argv[1] == "compose" and "logs" in argv:
+            service = argv[-1]
+            if service == "app":
+                return self.logs_rc, _read("compose_logs_app_broken.txt") if self.logs_rc == 0 else "", \
+                    "" if self.logs_rc == 0 else "Error response from daemon: cannot read logs\n"
+            return 0, "", ""
+        if argv[1] == "inspect":
+            if argv[-1] == "aab92131044f":
+                return 0, _read("inspect_health_unhealthy.json"), ""
+            return 0, "null\n", ""
+        raise AssertionError("unexpected command %s" % argv)
+
+
+def test_gather_diagnostics_reads_logs_and_probes(broken):
+    run = RecordedDocker()
+    logs, probes = cs.gather_diagnostics(run, "docker", "t", cs.failing_containers(broken), 3)
+    assert logs["app"] == ["health check failing on purpose: this is the broken build"] * 3
+    assert logs["crasher"] == []
+    assert probes["t-app-1"].startswith("exit code 1: unhealthy: HTTP Error 503")
+    assert probes["t-crasher-1"] == ""
+    assert ["docker", "compose", "--project-name", "t", "logs", "--no-color", "--no-log-prefix", "--tail", "3",
+            "app"] in run.calls
+
+
+def test_gather_diagnostics_reports_a_log_error(broken):
+    logs, dummy = cs.gather_diagnostics(RecordedDocker(logs_rc=1), "docker", "t", cs.failing_containers(broken), 5)
+    assert logs["app"] == ["Error response from daemon: cannot read logs"]
+
+
+# --- A failed deploy is never reported as fine (the role's rescue) --------------------------------
+
+def test_report_of_a_failed_deploy_with_every_container_fine_keeps_the_cause(healthy):
+    result, dummy = cs.report("t", healthy, cause="Error response from daemon: pull access denied\n")
+    assert result["failing"] == []
+    assert result["message"] == (
+        "Stack 't' failed to deploy, but every container looks fine now: Error response from daemon: pull access denied")
+
+
+def test_report_of_a_failed_deploy_without_cause_or_container_is_empty():
+    # The role then fails with the deploy's own message; the module has nothing to add.
+    assert cs.report("t", [])[0]["message"] == ""
+    assert cs.failure_message("t", [], [], {}, {}, "") == "Stack 't' failed to deploy, but every container looks fine now."
+
+
+def test_report_of_failing_services_names_them(broken):
+    run = RecordedDocker()
+    logs, probes = cs.gather_diagnostics(run, "docker", "t", cs.failing_containers(broken), 20)
+    result, dummy = cs.report("t", broken, logs, probes, cause="wait timed out")
+    assert result["failing"] == ["app", "crasher"] and result["blocked"] == ["worker"]
+    assert result["message"].startswith("Stack 't' is not healthy: service 'app' is unhealthy")
