@@ -33,6 +33,18 @@ def test_every_service_is_healthy(host):
     assert all(c["State"] == "running" and c["Health"] == "healthy" for c in ps.values()), ps
 
 
+def test_secrets_dir_is_private_and_holds_no_staging_copy(host):
+    assert host.file("/var/lib/composeops/secrets").mode == 0o700
+    assert not [f for f in host.file("/var/lib/composeops/secrets").listdir() if f.startswith(".staging")]
+
+
+def test_failed_v2_never_went_live(host):
+    # side_effect left shop's files at v2, whose migration failed: v1 still runs (and serves, below).
+    assert "fixtures/app:2.0" in host.file("/opt/stacks/shop/compose.yaml").content_string
+    assert _ps(host, "shop")["app"]["Image"].endswith("fixtures/app:1.0")
+    assert host.file("/opt/stacks/shop/.deployed").mode == 0o600
+
+
 def test_app_answers_healthy_from_the_host(host):
     health = json.loads(host.check_output("curl -fsS http://127.0.0.1:8080/health"))
     assert health == {"db": "ok", "redis": "ok", "status": "ok", "version": "1.0"}
