@@ -19,6 +19,8 @@ fi
 
 setup_venv
 link_collection
+# The key of the local host's admin user (inventories/local), made once.
+[ -f .cache/local/id_ed25519 ] || { mkdir -p .cache/local && ssh-keygen -q -t ed25519 -N '' -C composeops-local-admin -f .cache/local/id_ed25519; }
 tests/harness/testhost.sh engine
 tests/harness/testhost.sh images debian13
 ansible-playbook tests/harness/local_host.yml

@@ -63,7 +63,7 @@ def test_published_ports_stay_filtered_after_restarts(scanner):
     for restart in ("docker", "composeops-firewall"):
         with docker_host.sudo():
             docker_host.check_output(f"systemctl restart {restart}")
-            for _ in range(30):
+            for _attempt in range(30):
                 if docker_host.run("busybox wget -q -T 2 -O - http://127.0.0.1:443/").stdout.strip() == "composeops":
                     break
                 time.sleep(1)

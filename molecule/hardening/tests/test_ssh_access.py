@@ -19,7 +19,7 @@ SSH_OPTS = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "User
 
 
 def run_retrying(argv):
-    for _ in range(4):
+    for _attempt in range(4):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if "Not allowed at this time" not in proc.stdout + proc.stderr:
             return proc
