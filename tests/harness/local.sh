@@ -27,6 +27,6 @@ ansible-playbook tests/harness/local_host.yml
 # The demo stack's images come from the local fixture registry (no registry outside is reachable).
 tests/harness/fixtures.sh up
 # Test scaffolding a container host needs: Docker inside it, trust in the fixture registry's CA.
-ansible-playbook -i inventories/local molecule/resources/playbooks/prepare_dind.yml \
-  molecule/resources/playbooks/trust_fixture_registry.yml
+ansible-playbook -i inventories/local tests/harness/playbooks/prepare_dind.yml \
+  tests/harness/playbooks/trust_fixture_registry.yml
 ansible-playbook -i inventories/local playbooks/site.yml "$@"

@@ -6,7 +6,9 @@ House rules (prometheus.prometheus style), checked for the ``main`` entry point 
 * every key of defaults/main.yml is documented in the spec, and every spec option has a default
   there (or is marked ``required``);
 * public variables start with the role's name; internals (``_role_*``) never sit in defaults;
-* a ``default:`` given in the spec equals the value in defaults/main.yml.
+* a ``default:`` given in the spec equals the value in defaults/main.yml;
+* the ``validate`` entry point (``tasks/validate.yml``, run by site.yml's first play before any role
+  changes anything) exists and takes exactly the options of ``main``.
 
 Usage: check_role_specs.py ROLES_DIR   (exit 1 and one line per problem when anything is off)
 """
@@ -28,9 +30,15 @@ def _load(path: Path) -> dict:
 def spec_problems(role: str, defaults: dict, spec: dict) -> list[str]:
     """Return the problems of one role, given its parsed defaults and argument_specs files."""
     problems = []
-    entry = (spec.get("argument_specs") or {}).get("main")
+    entries = spec.get("argument_specs") or {}
+    entry = entries.get("main")
     if entry is None:
         return [f"{role}: meta/argument_specs.yml has no 'main' entry point"]
+    validate = entries.get("validate")
+    if validate is None:
+        problems.append(f"{role}: meta/argument_specs.yml has no 'validate' entry point")
+    elif (validate.get("options") or {}) != (entry.get("options") or {}):
+        problems.append(f"{role}: the 'validate' entry point must take the options of 'main'")
     options = entry.get("options") or {}
     for name in sorted(defaults):
         if not name.startswith(f"{role}_"):
@@ -57,6 +65,8 @@ def check_roles(roles_dir: Path) -> list[str]:
         if not spec_file.is_file():
             problems.append(f"{role_dir.name}: meta/argument_specs.yml is missing")
             continue
+        if not (role_dir / "tasks" / "validate.yml").is_file():
+            problems.append(f"{role_dir.name}: tasks/validate.yml is missing")
         defaults = _load(role_dir / "defaults" / "main.yml")
         problems.extend(spec_problems(role_dir.name, defaults, _load(spec_file)))
     return problems

@@ -13,7 +13,7 @@ _SPEC.loader.exec_module(check_role_specs)
 
 
 def _spec(**options):
-    return {"argument_specs": {"main": {"options": options}}}
+    return {"argument_specs": {"main": {"options": options}, "validate": {"options": options}}}
 
 
 def test_matching_role_has_no_problem():
@@ -53,9 +53,11 @@ def test_missing_main_entry_point_is_reported():
 def test_check_roles_reads_the_tree(tmp_path):
     (tmp_path / "ok" / "defaults").mkdir(parents=True)
     (tmp_path / "ok" / "meta").mkdir()
+    (tmp_path / "ok" / "tasks").mkdir()
+    (tmp_path / "ok" / "tasks" / "validate.yml").write_text("---\n")
     (tmp_path / "ok" / "defaults" / "main.yml").write_text("ok_a: 1\n")
     (tmp_path / "ok" / "meta" / "argument_specs.yml").write_text(
-        "argument_specs:\n  main:\n    options:\n      ok_a: {type: int, default: 1}\n"
+        "argument_specs:\n  main: &spec\n    options:\n      ok_a: {type: int, default: 1}\n  validate: *spec\n"
     )
     (tmp_path / "nospec").mkdir()
     assert check_role_specs.check_roles(tmp_path) == ["nospec: meta/argument_specs.yml is missing"]
@@ -64,3 +66,14 @@ def test_check_roles_reads_the_tree(tmp_path):
 def test_the_collection_roles_pass():
     roles = Path(__file__).resolve().parents[2] / "roles"
     assert check_role_specs.check_roles(roles) == []
+
+
+def test_validate_entry_point_is_required_and_matches_main():
+    spec = {"argument_specs": {"main": {"options": {"web_port": {"default": 80}}}}}
+    assert check_role_specs.spec_problems("web", {"web_port": 80}, spec) == [
+        "web: meta/argument_specs.yml has no 'validate' entry point"
+    ]
+    spec["argument_specs"]["validate"] = {"options": {}}
+    assert check_role_specs.spec_problems("web", {"web_port": 80}, spec) == [
+        "web: the 'validate' entry point must take the options of 'main'"
+    ]
