@@ -11,10 +11,13 @@ local:  ## set up, start the local test host and run playbooks/site.yml on it
 local-down:  ## remove the local test host
 	@tests/harness/local.sh down
 
+local-clean:  ## remove the local test host, the fixture registry, its volume and all test images
+	@tests/harness/local.sh clean
+
 test:  ## all test tiers: lint, unit, sanity, package, molecule
 	@tests/run all
 
 test-fast:  ## the tiers that need no Docker: lint, unit, sanity, package
 	@tests/run lint unit sanity package
 
-.PHONY: help local local-down test test-fast
+.PHONY: help local local-down local-clean test test-fast

@@ -4,6 +4,7 @@
 #   fixtures.sh [up]   build the images (cached by recipe hash), start the registry, push the images
 #   fixtures.sh env    print where scenarios find the fixtures (after `up`)
 #   fixtures.sh down   remove the registry container (its data volume and the images stay)
+#   fixtures.sh purge  remove the registry container, its data volume and every fixture image
 #
 # Idempotent: a second `up` rebuilds nothing and pushes nothing when no recipe changed.
 set -euo pipefail
@@ -204,5 +205,12 @@ case "$cmd" in
   up) up ;;
   env) cat "$STATE/fixtures.yml" ;;
   down) docker rm -f "$REGISTRY_NAME" >/dev/null 2>&1 || true; log "registry removed (volume $REGISTRY_VOLUME kept)" ;;
-  *) sed -n '2,8p' "$0" >&2; exit 2 ;;
+  purge)
+    docker rm -f -v "$REGISTRY_NAME" >/dev/null 2>&1 || true
+    docker volume rm "$REGISTRY_VOLUME" >/dev/null 2>&1 || true
+    mapfile -t images < <(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "^($PREFIX/|$REGISTRY_LOCAL/)" || true)
+    [ ${#images[@]} -eq 0 ] || docker rmi -f "${images[@]}" >/dev/null
+    log "registry, its volume and ${#images[@]} fixture images removed"
+    ;;
+  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
 esac

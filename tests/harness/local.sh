@@ -1,32 +1,76 @@
 #!/usr/bin/env bash
 # `make local`: the main job against the embedded default, a local systemd container host.
 #
-#   local.sh        set up the toolchain, start the host `composeops-local`, run playbooks/site.yml
-#   local.sh down   remove the host
+#   local.sh         set up the toolchain, start the host `composeops-local`, run playbooks/site.yml
+#                    on it over SSH, as on a real server
+#   local.sh down    remove the host (`make local-down`)
+#   local.sh clean   remove the host, the fixture registry with its volume, the test host and
+#                    fixture images, the test network and .cache/local (`make local-clean`)
 #
 # Extra arguments after `--` go to ansible-playbook (e.g. `tests/harness/local.sh -- --check --diff`).
+#
+# The docker connection only bootstraps the host: it starts the container, authorises the admin key
+# for root (the first run logs in as root, the hardening role then creates the admin and turns root
+# login off) and adds the test scaffolding a container host needs. site.yml itself runs over SSH, as
+# the admin from the second run on, with the host key pinned in .cache/local/known_hosts.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=tests/lib.sh
 . tests/lib.sh
+host=composeops-local
+cache=.cache/local
 
-if [ "${1:-}" = down ]; then
-  docker rm -f -v composeops-local >/dev/null 2>&1 || true
-  echo "composeops-local removed"
-  exit 0
-fi
-[ "${1:-}" = -- ] && shift
+case "${1:-}" in
+  down)
+    docker rm -f -v "$host" >/dev/null 2>&1 || true
+    rm -f "$cache/address" "$cache/known_hosts"
+    echo "$host removed (images, fixture registry and key kept; \`make local-clean\` removes them too)"
+    exit 0
+    ;;
+  clean)
+    docker rm -f -v "$host" >/dev/null 2>&1 || true
+    if docker info >/dev/null 2>&1; then
+      tests/harness/fixtures.sh purge
+      tests/harness/testhost.sh purge
+    fi
+    rm -rf "$cache"
+    echo "removed $host, the fixture registry and its volume, the images and $cache"
+    exit 0
+    ;;
+  --) shift ;;
+  "") ;;
+  *) sed -n '2,10p' "$0" >&2; exit 2 ;;
+esac
 
+started=$(date +%s)
 setup_venv
 link_collection
 # The key of the local host's admin user (inventories/local), made once.
-[ -f .cache/local/id_ed25519 ] || { mkdir -p .cache/local && ssh-keygen -q -t ed25519 -N '' -C composeops-local-admin -f .cache/local/id_ed25519; }
+[ -f "$cache/id_ed25519" ] || { mkdir -p "$cache" && ssh-keygen -q -t ed25519 -N '' -C composeops-local-admin -f "$cache/id_ed25519"; }
 tests/harness/testhost.sh engine
 tests/harness/testhost.sh images debian13
-ansible-playbook tests/harness/local_host.yml
+ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
+  -e "{\"testhost_names\": [\"$host\"], \"testhost_ssh_public_key_file\": \"$PWD/$cache/id_ed25519.pub\"}" >/dev/null
+address=$(docker inspect -f '{{ (index .NetworkSettings.Networks "composeops-test").IPAddress }}' "$host")
+echo "$address" >"$cache/address"
+# Pin the host key: read through the docker connection (trusted), so SSH never has to guess and a
+# re-created host never trips "REMOTE HOST IDENTIFICATION HAS CHANGED".
+pin_host_key() { echo "$address $(docker exec "$host" cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1-2)" >"$cache/known_hosts"; }
+pin_host_key
 # The demo stack's images come from the local fixture registry (no registry outside is reachable).
 tests/harness/fixtures.sh up
 # Test scaffolding a container host needs: Docker inside it, trust in the fixture registry's CA.
-ansible-playbook -i inventories/local tests/harness/playbooks/prepare_dind.yml \
-  tests/harness/playbooks/trust_fixture_registry.yml
-ansible-playbook -i inventories/local playbooks/site.yml "$@"
+ansible-playbook -i inventories/local -e ansible_connection=community.docker.docker \
+  tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml >/dev/null
+# The admin exists once a run has got through the hardening role; until then, come in as root.
+ssh_opts=(-o BatchMode=yes -o ConnectTimeout=5 -o UserKnownHostsFile="$cache/known_hosts" -i "$cache/id_ed25519")
+user=admin
+ssh "${ssh_opts[@]}" "admin@$address" true 2>/dev/null || user=root
+echo "[local] converging $host ($address) over SSH as $user"
+ansible-playbook -i inventories/local -e ansible_user="$user" playbooks/site.yml "$@"
+pin_host_key
+cat <<MSG
+[local] done in $(($(date +%s) - started)) s. Try:
+  ssh -o UserKnownHostsFile=$cache/known_hosts -i $cache/id_ed25519 admin@$address
+  docker exec $host curl -s 127.0.0.1:8080/health
+MSG

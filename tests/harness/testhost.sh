@@ -6,6 +6,8 @@
 #                                 (DISTRO: debian12, debian13; default both)
 #   testhost.sh base [DISTRO]     build the slim base of the stand-in application images (no
 #                                 systemd; default debian13); prints the image name
+#   testhost.sh purge             remove every test host container (label org.composeops.testhost),
+#                                 the test network and the test host and base images
 #
 # The images are the base of every molecule scenario, of the local default host (`make local`) and
 # of the stand-in application images. How a test host container is run lives in testhost.yml.
@@ -194,5 +196,13 @@ case "$cmd" in
   engine) engine ;;
   images) images "$@" ;;
   base) base "$@" ;;
-  *) sed -n '2,11p' "$0" >&2; exit 2 ;;
+  purge)
+    mapfile -t hosts < <(docker ps -aq --filter label=org.composeops.testhost)
+    [ ${#hosts[@]} -eq 0 ] || docker rm -f -v "${hosts[@]}" >/dev/null
+    docker network rm "${COMPOSEOPS_TEST_NETWORK:-composeops-test}" >/dev/null 2>&1 || true
+    mapfile -t images < <(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "^($IMAGE_REPO|$BASE_REPO):" || true)
+    [ ${#images[@]} -eq 0 ] || docker rmi -f "${images[@]}" >/dev/null
+    log "${#hosts[@]} test hosts, the test network and ${#images[@]} images removed"
+    ;;
+  *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac

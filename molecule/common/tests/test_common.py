@@ -34,3 +34,34 @@ def test_reached_over_real_ssh_where_asked(host):
         assert ssh_client, "expected an SSH session, got a non-SSH shell"
     else:
         assert not ssh_client
+
+
+def test_timer_is_enabled_and_scheduled(host):
+    timer = host.service("composeops-selftest.timer")
+    assert timer.is_enabled and timer.is_running
+    unit = host.file("/etc/systemd/system/composeops-selftest.timer").content_string
+    assert "OnCalendar=*-*-* 04:00:00" in unit and "RandomizedDelaySec=600" in unit and "Persistent=true" in unit
+    assert not host.file("/etc/systemd/system/composeops-selftest-absent.timer").exists
+
+
+def test_timer_service_runs_inside_its_sandbox(host):
+    """The job runs (both ExecStart lines) as root without capabilities on a read-only system,
+    writing only where its ReadWritePaths says."""
+    with host.sudo():
+        host.run_test("rm -f /var/lib/composeops-selftest/ran")
+        assert host.run("systemctl start composeops-selftest.service").rc == 0
+        assert host.check_output("systemctl show -P Result composeops-selftest.service") == "success"
+        assert host.file("/var/lib/composeops-selftest/ran").content_string.strip() == "0"
+        show = host.check_output(
+            "systemctl show -P CapabilityBoundingSet -P ProtectSystem -P NoNewPrivileges composeops-selftest.service"
+        ).split("\n")
+        assert show == ["", "strict", "yes"]
+
+
+def test_timer_service_exposure_is_low(host):
+    """systemd-analyze rates the service's sandbox (0 = fully locked down, 10 = exposed)."""
+    with host.sudo():
+        out = host.check_output("systemd-analyze security --no-pager composeops-selftest.service | tail -n 1")
+    exposure = float(out.split("exposure level for composeops-selftest.service:")[1].split()[0])
+    print(f"systemd-analyze exposure of composeops-selftest.service: {exposure}")
+    assert exposure <= 2.0, out

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Benchmark of a whole-host converge (playbooks/site.yml) over real SSH, with the inventory of
+# `make local` (inventories/local: hardening, Docker, the demo stack) on Debian 13 test hosts:
+#
+#   fresh_s            first converge of a fresh host (as root, who then loses SSH login)
+#   rerun_shipped_s    a no-change re-run as the admin, with the SSH settings a user gets
+#                      (pipelining on, Ansible's default ControlPersist multiplexing)
+#   rerun_plain_ssh_s  the same re-run without pipelining and without ControlPersist
+#   hosts5_rerun_s     a no-change re-run of 5 converged hosts at once (forks 5)
+#   tasks              tasks of the re-run on one host (ok + skipped + failed of its recap)
+#
+#   benchmarks/converge.sh [REPO]   REPO: the checkout whose site.yml runs (default: this one;
+#                                   another one, e.g. a `git worktree` of an older commit, gives
+#                                   before/after figures from the same harness)
+#
+# Prints the figures and writes benchmarks/results/converge.json; asserts nothing. Needs the test
+# host image and the fixture registry (`make test` or `make local` builds them). Takes ~20 min.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here=$(pwd)
+repo=$(realpath "${1:-$here}")
+# shellcheck source=tests/lib.sh
+. tests/lib.sh
+setup_venv
+tests/harness/testhost.sh engine >/dev/null
+tests/harness/testhost.sh images debian13 >/dev/null
+tests/harness/fixtures.sh up >/dev/null
+
+work=$here/build/bench-converge
+rm -rf "$work" && mkdir -p "$work/collections/ansible_collections/composeops"
+ln -s "$repo" "$work/collections/ansible_collections/composeops/platform"
+export ANSIBLE_COLLECTIONS_PATH=$work/collections ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_FORCE_COLOR=0
+# The admin key of inventories/local: its group_vars read inventory_dir/../../.cache/local, and the
+# hosts of this benchmark come from build/bench-converge/hosts.yml, so that is this checkout's key.
+key=$here/.cache/local/id_ed25519
+[ -f "$key" ] || { mkdir -p "$(dirname "$key")" && ssh-keygen -q -t ed25519 -N '' -C composeops-bench -f "$key"; }
+hosts=(bench-converge-1 bench-converge-2 bench-converge-3 bench-converge-4 bench-converge-5)
+cleanup() { docker rm -f -v "${hosts[@]}" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+cleanup
+
+# Start the hosts (root may log in with the key until the hardening turns that off) and give them
+# the test scaffolding a container host needs (nested dockerd drop-in, the fixture registry's CA).
+ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
+  -e "{\"testhost_names\": $(printf '%s\n' "${hosts[@]}" | jq -R . | jq -sc .), \"testhost_ssh_public_key_file\": \"$key.pub\"}" \
+  >"$work/start.log"
+{
+  echo "composeops:"
+  echo "  hosts:"
+  for h in "${hosts[@]}"; do
+    ip=$(docker inspect -f '{{ (index .NetworkSettings.Networks "composeops-test").IPAddress }}' "$h")
+    echo "    $h: {ansible_host: $ip}"
+  done
+  echo "  vars:"
+  echo "    ansible_python_interpreter: /usr/bin/python3"
+  echo "    ansible_ssh_private_key_file: $key"
+  echo "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+} >"$work/hosts.yml"
+ansible-playbook -i "$work/hosts.yml" -e ansible_connection=community.docker.docker \
+  tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml >"$work/prepare.log"
+
+# run NAME LIMIT USER [ENV…]: time one site.yml run, remember its seconds and the task count of
+# the first host of LIMIT.
+declare -A secs tasks
+run() {
+  local name=$1 limit=$2 user=$3 start rc=0
+  shift 3
+  start=$(date +%s.%N)
+  env "$@" ansible-playbook -i "$repo/inventories/local" -i "$work/hosts.yml" --limit "$limit" \
+    -e ansible_user="$user" -e ansible_become=true -f 5 "$repo/playbooks/site.yml" >"$work/$name.log" 2>&1 || rc=$?
+  secs[$name]=$(echo "$(date +%s.%N) - $start" | bc | xargs printf '%.1f')
+  tasks[$name]=$(awk -v h="${limit%%,*}" '$1 == h && /ok=/ {
+      for (i = 2; i <= NF; i++) { split($i, kv, "="); n[kv[1]] = kv[2] }
+      print n["ok"] + n["skipped"] + n["failed"]; exit }' "$work/$name.log")
+  local changed
+  changed=$(awk -v h="${limit%%,*}" '$1 == h && /ok=/ { for (i = 2; i <= NF; i++) if ($i ~ /^changed=/) { sub("changed=", "", $i); print $i } ; exit }' "$work/$name.log")
+  printf '  %-18s %7ss  tasks %-4s changed %s%s\n' "$name" "${secs[$name]}" "${tasks[$name]}" "$changed" \
+    "$([ $rc = 0 ] || echo "  FAILED (rc $rc, see $work/$name.log)")"
+  return $rc
+}
+shipped=(ANSIBLE_PIPELINING=True)
+plain=(ANSIBLE_PIPELINING=False "ANSIBLE_SSH_ARGS=-o ControlMaster=no -o ControlPath=none")
+
+echo "converge benchmark of $(git -C "$repo" describe --always --dirty) on $(nproc) cores"
+run fresh bench-converge-1 root "${shipped[@]}"
+run rerun_shipped bench-converge-1 admin "${shipped[@]}"
+run rerun_plain_ssh bench-converge-1 admin "${plain[@]}"
+run fresh4 'bench-converge-2,bench-converge-3,bench-converge-4,bench-converge-5' root "${shipped[@]}"
+run hosts5_rerun 'bench-converge-1,bench-converge-2,bench-converge-3,bench-converge-4,bench-converge-5' admin "${shipped[@]}"
+
+mkdir -p benchmarks/results
+cat >benchmarks/results/converge.json <<JSON
+{
+  "commit": "$(git -C "$repo" rev-parse --short HEAD)",
+  "cores": $(nproc),
+  "tasks": ${tasks[rerun_shipped]},
+  "fresh_s": ${secs[fresh]},
+  "rerun_shipped_s": ${secs[rerun_shipped]},
+  "rerun_plain_ssh_s": ${secs[rerun_plain_ssh]},
+  "hosts5_rerun_s": ${secs[hosts5_rerun]},
+  "fresh_tasks": ${tasks[fresh]}
+}
+JSON
+echo "wrote benchmarks/results/converge.json"
