@@ -64,7 +64,7 @@ ansible-playbook -i inventories/local -e ansible_connection=community.docker.doc
   tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml >/dev/null
 # The admin exists once a run has got through the hardening role; until then, come in as root.
 ssh_opts=(-o BatchMode=yes -o ConnectTimeout=5 -o UserKnownHostsFile="$cache/known_hosts" -i "$cache/id_ed25519")
-user=admin
+user="admin"
 ssh "${ssh_opts[@]}" "admin@$address" true 2>/dev/null || user=root
 echo "[local] converging $host ($address) over SSH as $user"
 ansible-playbook -i inventories/local -e ansible_user="$user" playbooks/site.yml "$@"
