@@ -56,7 +56,7 @@ ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
   echo "    ansible_ssh_private_key_file: $key"
   echo "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
 } >"$work/hosts.yml"
-ansible-playbook -i "$work/hosts.yml" -e ansible_connection=community.docker.docker \
+ansible-playbook -i "$work/hosts.yml" -e ansible_connection=community.docker.docker -e 'ansible_docker_host={{ inventory_hostname }}' \
   tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml >"$work/prepare.log"
 
 # run NAME LIMIT USER [ENV…]: time one site.yml run, remember its seconds and the task count of

@@ -10,22 +10,30 @@ export ANSIBLE_COLLECTIONS_PATH=$COMPOSEOPS_COLLECTIONS_PATH
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
 TIMINGS=()
 
-# Create or refresh the virtual environment from requirements.txt (skipped when unchanged).
-setup_venv() {
-  local stamp="$VENV/.requirements.sha256" want
-  want=$(sha256sum requirements.txt | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "[setup] installing the Python toolchain into $VENV (requirements.txt changed or new)"
-    mkdir -p build
-    if ! { "$PYTHON" -m venv "$VENV" &&
-      "$VENV/bin/pip" install --upgrade pip &&
-      "$VENV/bin/pip" install -r requirements.txt; } >build/pip.log 2>&1; then
-      tail -n 30 build/pip.log >&2
-      echo "[setup] pip install failed (full log: build/pip.log)" >&2
-      return 1
-    fi
-    echo "$want" >"$stamp"
+# ensure_venv DIR LOG PIP_ARGS…: create DIR as a virtual environment holding PIP_ARGS, or refresh
+# it when PIP_ARGS (and the files they name) changed since the last install.
+ensure_venv() {
+  local venv=$1 log=$2 stamp want
+  shift 2
+  stamp="$venv/.requirements.sha256"
+  # `-r FILE` alone: the file's hash; anything else: the hash of the arguments.
+  if [ $# = 2 ] && [ "$1" = -r ]; then want=$(sha256sum "$2" | cut -d' ' -f1); else want=$(printf '%s\n' "$@" | sha256sum | cut -d' ' -f1); fi
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+  echo "[setup] installing the Python toolchain into $venv (its requirements changed or it is new)"
+  mkdir -p "$(dirname "$log")"
+  if ! { "$PYTHON" -m venv "$venv" &&
+    "$venv/bin/pip" install --upgrade pip &&
+    "$venv/bin/pip" install "$@"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "[setup] pip install failed (full log: $log)" >&2
+    return 1
   fi
+  echo "$want" >"$stamp"
+}
+
+# The project's toolchain (requirements.txt) in .venv, first on PATH.
+setup_venv() {
+  ensure_venv "$VENV" build/pip.log -r requirements.txt || return 1
   export PATH="$VENV/bin:$PATH" VIRTUAL_ENV=$VENV
 }
 

@@ -60,7 +60,7 @@ pin_host_key
 # The demo stack's images come from the local fixture registry (no registry outside is reachable).
 tests/harness/fixtures.sh up
 # Test scaffolding a container host needs: Docker inside it, trust in the fixture registry's CA.
-ansible-playbook -i inventories/local -e ansible_connection=community.docker.docker \
+ansible-playbook -i inventories/local -e ansible_connection=community.docker.docker -e 'ansible_docker_host={{ inventory_hostname }}' \
   tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml >/dev/null
 # The admin exists once a run has got through the hardening role; until then, come in as root.
 ssh_opts=(-o BatchMode=yes -o ConnectTimeout=5 -o UserKnownHostsFile="$cache/known_hosts" -i "$cache/id_ed25519")

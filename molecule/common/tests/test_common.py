@@ -1,5 +1,9 @@
 """Verify the common role on every converged host."""
 
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
 BASE_PACKAGES = ["ca-certificates", "curl", "gnupg", "acl", "python3-apt", "tzdata"]
@@ -65,3 +69,40 @@ def test_timer_service_exposure_is_low(host):
     exposure = float(out.split("exposure level for composeops-selftest.service:")[1].split()[0])
     print(f"systemd-analyze exposure of composeops-selftest.service: {exposure}")
     assert exposure <= 2.0, out
+
+
+# What the first play of site.yml must leave untouched when it refuses the input.
+_FINGERPRINT = (
+    "find /etc /var/lib/composeops /opt -xdev -type f -print0 2>/dev/null | sort -z | xargs -0 -r sha256sum;"
+    " dpkg-query -W -f '${Package} ${Version} ${Status}\\n'"
+)
+
+
+def test_site_refuses_bad_input_before_any_change(host, tmp_path):
+    """site.yml with the example inventory's placeholder admin key fails in its first play, before
+    any role changes anything: the message that says so must be true."""
+    name = host.backend.get_hostname()
+    if name != "common-debian13":
+        pytest.skip("one host is enough")
+    root = Path(__file__).resolve().parents[3]
+    (tmp_path / "hosts.yml").write_text(f"composeops:\n  hosts:\n    {name}: {{}}\n")
+    (tmp_path / "bad.yml").write_text(
+        "hardening_admin_users:\n"
+        "  - name: admin\n"
+        '    keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI-replace-with-your-key admin@laptop"]\n'
+    )
+    with host.sudo():
+        before = host.check_output(_FINGERPRINT)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(root / "build" / "collections"), ANSIBLE_FORCE_COLOR="0")
+    run = subprocess.run(
+        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "-i", str(tmp_path / "hosts.yml"),
+         "--limit", name, "-e", f"@{tmp_path / 'bad.yml'}", str(root / "playbooks" / "site.yml")],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    with host.sudo():
+        after = host.check_output(_FINGERPRINT)
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert "Check the input of every role" in run.stdout
+    assert "Converge composeops hosts" not in run.stdout, "the roles ran after a refused check"
+    assert "Nothing was changed" in run.stdout and "admin" in run.stdout, run.stdout[-3000:]
+    assert before == after
