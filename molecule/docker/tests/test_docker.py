@@ -7,6 +7,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from shlex import quote
 
 import pytest
 
@@ -161,14 +162,39 @@ def test_docker_group_works_for_the_users(d13):
         assert "docker" in d13.user(user).groups
 
 
+OLD_IMAGE = "composeops-test/old:prune"
+
+# An unused image created in 2020, older than any retention: a docker-archive built by hand (one
+# layer, a config with an old `created`), since `docker import` and `docker build` stamp "now".
+LOAD_OLD_IMAGE = r"""set -e; d=$(mktemp -d); cd "$d"; mkdir rootfs; echo old > rootfs/old.txt
+tar -C rootfs -cf layer.tar .
+sum=$(sha256sum layer.tar | cut -d' ' -f1); arch=$(dpkg --print-architecture)
+printf '{"architecture":"%s","os":"linux","created":"2020-01-01T00:00:00Z","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$arch" "$sum" > config.json
+printf '[{"Config":"config.json","RepoTags":["%s"],"Layers":["layer.tar"]}]' IMAGE > manifest.json
+tar -cf - config.json manifest.json layer.tar | docker load; cd /; rm -rf "$d"
+""".replace("IMAGE", OLD_IMAGE)
+
+
 def test_prune_timer(d13, test_image):
+    """The sandboxed prune job (common role's timer template) still reaches dockerd and prunes."""
     timer = d13.service("composeops-docker-prune.timer")
     assert timer.is_enabled
     assert timer.is_running
     unit = d13.file("/etc/systemd/system/composeops-docker-prune.service").content_string
     assert "--filter until=168h" in unit
+    for line in ["ProtectSystem=strict", "PrivateNetwork=yes", "CapabilityBoundingSet=", "NoNewPrivileges=yes"]:
+        assert line in unit.splitlines(), line
+    d13.check_output(f"bash -c {quote(LOAD_OLD_IMAGE)}")
+    assert d13.run(f"docker image inspect {OLD_IMAGE}").rc == 0
     d13.check_output("systemctl start composeops-docker-prune.service")
-    assert d13.run("systemctl is-failed composeops-docker-prune.service").stdout.strip() != "failed"
+    result = d13.check_output("systemctl show -p Result -p ExecMainStatus composeops-docker-prune.service")
+    assert sorted(result.split()) == ["ExecMainStatus=0", "Result=success"], result
+    assert d13.run(f"docker image inspect {OLD_IMAGE}").rc != 0, "the prune job left an old unused image"
+    # Younger than the retention: kept.
+    assert d13.run(f"docker image inspect {test_image}").rc == 0
+    exposure = d13.check_output("systemd-analyze security composeops-docker-prune.service | tail -1")
+    level = float(re.search(r"level for \S+: ([0-9.]+)", exposure).group(1))
+    assert level <= 2.0, exposure
 
 
 # --- Debian 13: reload or restart -----------------------------------------------------------------
@@ -179,7 +205,7 @@ def run_step(step, expect_ok=True):
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     result = subprocess.run(
         ["ansible-playbook", "-i", inventory, str(SCENARIO / "reload.yml"),
-         "--tags", "docker_preflight,docker_daemon", "-e", f"docker_test_step={step}"],
+         "--tags", "docker_daemon", "-e", f"docker_test_step={step}"],
         capture_output=True,
         text=True,
         check=False,
