@@ -67,7 +67,8 @@ ssh_opts=(-o BatchMode=yes -o ConnectTimeout=5 -o UserKnownHostsFile="$cache/kno
 user="admin"
 ssh "${ssh_opts[@]}" "admin@$address" true 2>/dev/null || user=root
 echo "[local] converging $host ($address) over SSH as $user"
-ansible-playbook -i inventories/local -e ansible_user="$user" playbooks/site.yml "$@"
+# Not -e ansible_user: extra vars would beat the hardening role's own fresh-login check as the admin.
+COMPOSEOPS_LOCAL_USER=$user ansible-playbook -i inventories/local playbooks/site.yml "$@"
 pin_host_key
 cat <<MSG
 [local] done in $(($(date +%s) - started)) s. Try:
