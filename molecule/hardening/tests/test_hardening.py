@@ -63,6 +63,8 @@ def test_sshd_effective_settings(hardened, ssh_port):
         "strictmodes": "yes",
         "maxauthtries": "3",
         "logingracetime": "30",
+        "clientalivecountmax": "2",
+        "maxsessions": "2",
         "loglevel": "VERBOSE",
         "banner": "/etc/issue.net",
         "authenticationmethods": "publickey",
@@ -146,14 +148,18 @@ def test_fail2ban_sshd_jail_bans_with_nftables(hardened, ssh_port):
         assert "192.0.2.66" in hardened.check_output("nft list table inet f2b-table")
     finally:
         hardened.run("fail2ban-client set sshd unbanip 192.0.2.66")
-    jail = hardened.file("/etc/fail2ban/jail.d/composeops.local").content_string
+    # Our settings are the jail.local override; jail.conf stays the package's.
+    jail = hardened.file("/etc/fail2ban/jail.local").content_string
     assert f"port = {ssh_port}" in jail and "banaction = nftables-multiport" in jail
+    assert not hardened.file("/etc/fail2ban/jail.d/composeops.local").exists
+    with hardened.sudo():
+        assert hardened.run("dpkg --verify fail2ban | grep -q jail.conf").rc != 0
 
 
 def test_fail2ban_extra_jail_hook(hardened, hostvars):
     if not hostvars.get("hardening_fail2ban_jails"):
         pytest.skip("no extra jail here")
-    jail = hardened.file("/etc/fail2ban/jail.d/composeops.local").content_string
+    jail = hardened.file("/etc/fail2ban/jail.local").content_string
     assert "[nginx-http-auth]" in jail and "port = http,https" in jail
 
 
@@ -216,7 +222,10 @@ def test_module_blacklists_never_touch_overlay(hardened):
 # --- Accounts and files (linux-baseline os-*) -------------------------------------------------------
 def test_login_defs(hardened):
     defs = hardened.file("/etc/login.defs").content_string
-    for key, value in {"UMASK": "027", "PASS_MAX_DAYS": "365", "PASS_MIN_DAYS": "1", "ENCRYPT_METHOD": "YESCRYPT"}.items():
+    expected = {"UMASK": "027", "PASS_MAX_DAYS": "365", "PASS_MIN_DAYS": "1",
+                # Debian 12/13: yescrypt, with its cost factor set (vars/Debian.yml).
+                "ENCRYPT_METHOD": "YESCRYPT", "YESCRYPT_COST_FACTOR": "8"}
+    for key, value in expected.items():
         assert re.search(rf"^{key}\s+{value}$", defs, re.M), key
 
 
@@ -294,20 +303,106 @@ def test_needrestart_never_restarts_docker(hardened):
     assert hardened.run("perl -c /etc/needrestart/conf.d/50-composeops.conf").rc == 0
 
 
+def exposure(host, unit):
+    out = host.check_output(f"systemd-analyze security --no-pager {unit} | tail -n 1")
+    print(f"{host.backend.host}: {out}")
+    return float(re.search(r"level for \S+: (\d+\.\d+)", out).group(1))
+
+
+def run_unit(host, unit):
+    """Start a oneshot unit, wait for it; return its exit status and what it logged."""
+    with host.sudo():
+        host.run(f"systemctl start {unit}")
+        status = int(host.check_output(f"systemctl show -P ExecMainStatus {unit}"))
+        log = host.check_output(f"journalctl -q -o cat -u {unit} -n 200 --no-pager")
+    return status, log
+
+
 def test_debsums_scheduled(hardened):
     assert hardened.package("debsums").is_installed
     assert hardened.service("composeops-debsums.timer").is_enabled
     assert hardened.run("systemd-analyze verify --man=no /etc/systemd/system/composeops-debsums.service").rc == 0
 
 
+def test_debsums_runs_in_its_sandbox(hardened):
+    # 0: every file matches; 2: a file changed (the unit fails, as it should). Never a sandbox error.
+    status, log = run_unit(hardened, "composeops-debsums.service")
+    assert status in (0, 2), log
+    assert "Permission denied" not in log and "Operation not permitted" not in log, log
+    assert exposure(hardened, "composeops-debsums.service") < 3.0
+
+
 def test_aide_database_and_timer(hardened):
     assert hardened.file("/var/lib/aide/aide.db").is_file
     assert hardened.service("composeops-aide-check.timer").is_enabled
-    assert "!/var/lib/docker" in hardened.file("/etc/aide/aide.conf.d/99_composeops_excludes").content_string
+    excludes = hardened.file("/etc/aide/aide.conf.d/99_composeops_excludes").content_string
+    assert "!/var/lib/docker" in excludes and "!/var/lib/composeops" in excludes
+
+
+def test_aide_uses_sha512_and_runs_in_its_sandbox(hardened):
+    # Debian's `Checksums = H` (every hash, MD5 and SHA-1 too) replaced before the groups use it.
+    config = hardened.file("/etc/aide/aide.conf").content_string
+    assert re.search(r"^Checksums = sha512$", config, re.M) and not re.search(r"^Checksums = H$", config, re.M)
+    # 0: no change; 1-7: changes found (the unit fails, as it should); 14+: an error.
+    status, log = run_unit(hardened, "composeops-aide-check.service")
+    assert status < 14, log
+    assert "Permission denied" not in log, log
+    assert exposure(hardened, "composeops-aide-check.service") < 3.0
+
+
+def test_firewall_unit_is_sandboxed(hardened):
+    # The rules are in place (test_firewall_*); here: the unit reapplies them inside its sandbox.
+    with hardened.sudo():
+        hardened.check_output("systemctl restart composeops-firewall.service")
+        assert hardened.check_output("systemctl is-active composeops-firewall.service") == "active"
+        assert "policy drop" in hardened.check_output("nft list chain inet composeops_filter input")
+    assert exposure(hardened, "composeops-firewall.service") < 3.0
 
 
 def test_process_accounting(hardened):
     assert hardened.package("acct").is_installed
+    assert hardened.package("sysstat").is_installed
+    assert 'ENABLED="true"' in hardened.file("/etc/default/sysstat").content_string
+    assert hardened.service("sysstat").is_enabled
+    assert hardened.service("sysstat-collect.timer").is_enabled or \
+        hardened.run("systemctl is-active sysstat-collect.timer").stdout.strip() == "active"
+
+
+def test_patch_visibility_tools(hardened):
+    for name in ("apt-listchanges", "apt-show-versions"):
+        assert hardened.package(name).is_installed
+
+
+def test_no_security_update_pending(hardened):
+    # The converge applied them (hardening_security_updates_on_converge): nothing from the security
+    # archive waits for the nightly run.
+    pending = hardened.check_output("apt list --upgradable 2>/dev/null | grep -- '-security' || true")
+    assert pending == "", pending
+    assert hardened.file("/var/log/unattended-upgrades/unattended-upgrades.log").exists
+
+
+def test_sudoers_d_and_cron_d_modes(hardened):
+    assert hardened.file("/etc/sudoers.d").mode == 0o750
+    assert hardened.file("/etc/cron.d").mode == 0o700
+
+
+def test_cron_d_stays_0700_after_a_package_drops_a_file(hardened):
+    """dpkg gives /etc/cron.d the mode the package ships (0755): the apt hook puts 0700 back."""
+    build = (
+        "set -e; umask 022; d=$(mktemp -d); mkdir -p $d/pkg/DEBIAN $d/pkg/etc/cron.d; chmod 0755 $d/pkg/etc/cron.d; "
+        "printf 'Package: composeops-crontest\\nVersion: 1\\nArchitecture: all\\n"
+        "Maintainer: test <test@example.invalid>\\nDescription: cron.d test\\n' > $d/pkg/DEBIAN/control; "
+        "echo '# test' > $d/pkg/etc/cron.d/composeops-crontest; "
+        "dpkg-deb -b --root-owner-group $d/pkg /tmp/composeops-crontest.deb >/dev/null")
+    with hardened.sudo():
+        hardened.check_output(build)
+        try:
+            hardened.check_output("DEBIAN_FRONTEND=noninteractive apt-get install -y -q /tmp/composeops-crontest.deb")
+            assert hardened.file("/etc/cron.d/composeops-crontest").exists
+            assert hardened.file("/etc/cron.d").mode == 0o700
+        finally:
+            hardened.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q composeops-crontest")
+    assert hardened.file("/etc/cron.d").mode == 0o700
 
 
 def test_remote_syslog_reaches_the_log_host(hardened, hostvars):

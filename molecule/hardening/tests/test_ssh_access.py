@@ -78,3 +78,30 @@ def test_user_outside_allow_groups_refused(hardened, hostvars, ssh_port, ssh_key
                               "install -m 600 -o outsider ~molly/.ssh/authorized_keys ~outsider/.ssh/")
     proc = ssh(address_of(hardened), ssh_port, ssh_key, "outsider")
     assert proc.returncode == 255 and "Permission denied" in proc.stderr
+
+
+def test_multiplexed_sessions_up_to_max_sessions(hardened, hostvars, ssh_port, ssh_key):
+    """Ansible runs one session at a time over its ControlPersist master (this scenario's converge
+    of hardening-debian12 did, over SSH); MaxSessions 2 allows one more, e.g. an operator's
+    multiplexed shell, and refuses a third."""
+    address = address_of(hardened)
+    limit = int(hostvars.get("hardening_ssh_max_sessions", 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        control = os.path.join(tmp, "cm")
+        cut = SSH_OPTS.index("ControlPath=none")
+        base = ["ssh", "-i", ssh_key, "-p", str(ssh_port), *SSH_OPTS[:cut - 1], *SSH_OPTS[cut + 1:]]
+        master = run_retrying([*base, "-o", "ControlMaster=yes", "-o", f"ControlPath={control}",
+                               "-o", "ControlPersist=60", "-N", "-f", f"molly@{address}"])
+        assert master.returncode == 0, master.stderr
+        try:
+            sessions = [subprocess.Popen([*base, "-o", f"ControlPath={control}", f"molly@{address}",
+                                          "sleep 4; echo ok"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True) for _ in range(limit + 1)]
+            results = [p.communicate(timeout=60) for p in sessions]
+        finally:
+            subprocess.run([*base, "-o", f"ControlPath={control}", "-O", "exit", f"molly@{address}"],
+                           capture_output=True, timeout=30, check=False)
+        # A refused session makes ssh fall back to a connection of its own: count what the master served.
+        refused = [err for _out, err in results if "Session open refused by peer" in err]
+        served = [out for out, err in results if out.strip() == "ok" and "Session open refused" not in err]
+        assert len(served) == limit and len(refused) == 1, results
