@@ -101,8 +101,10 @@ def test_site_refuses_bad_input_before_any_change(host, tmp_path):
     )
     with host.sudo():
         after = host.check_output(_FINGERPRINT)
-    assert run.returncode != 0, run.stdout[-3000:]
-    assert "Check the input of every role" in run.stdout
-    assert "Converge composeops hosts" not in run.stdout, "the roles ran after a refused check"
-    assert "Nothing was changed" in run.stdout and "admin" in run.stdout, run.stdout[-3000:]
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert "Check the input of every role" in output
+    assert "Converge composeops hosts" not in output, "the roles ran after a refused check"
+    assert "Admin user 'admin': key 1 of 1 is not a valid public key" in output, output[-3000:]
+    assert "Nothing was changed" in output
     assert before == after
