@@ -42,6 +42,15 @@ case "${1:-}" in
   *) sed -n '2,10p' "$0" >&2; exit 2 ;;
 esac
 
+# quiet NAME CMD…: run a bootstrap step with its output in build/local-NAME.log, shown on failure.
+quiet() {
+  local name=$1 log
+  shift
+  log=build/local-$name.log
+  mkdir -p build
+  "$@" >"$log" 2>&1 || { tail -n 40 "$log" >&2; echo "[local] $name failed (full log: $log)" >&2; return 1; }
+}
+
 started=$(date +%s)
 setup_venv
 link_collection
@@ -49,8 +58,8 @@ link_collection
 [ -f "$cache/id_ed25519" ] || { mkdir -p "$cache" && ssh-keygen -q -t ed25519 -N '' -C composeops-local-admin -f "$cache/id_ed25519"; }
 tests/harness/testhost.sh engine
 tests/harness/testhost.sh images debian13
-ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
-  -e "{\"testhost_names\": [\"$host\"], \"testhost_ssh_public_key_file\": \"$PWD/$cache/id_ed25519.pub\"}" >/dev/null
+quiet start ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
+  -e "{\"testhost_names\": [\"$host\"], \"testhost_ssh_public_key_file\": \"$PWD/$cache/id_ed25519.pub\"}"
 address=$(docker inspect -f '{{ (index .NetworkSettings.Networks "composeops-test").IPAddress }}' "$host")
 echo "$address" >"$cache/address"
 # Pin the host key: read through the docker connection (trusted), so SSH never has to guess and a
@@ -60,8 +69,9 @@ pin_host_key
 # The demo stack's images come from the local fixture registry (no registry outside is reachable).
 tests/harness/fixtures.sh up
 # Test scaffolding a container host needs: Docker inside it, trust in the fixture registry's CA.
-ansible-playbook -i inventories/local -e ansible_connection=community.docker.docker -e 'ansible_docker_host={{ inventory_hostname }}' \
-  tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml >/dev/null
+quiet prepare env COMPOSEOPS_LOCAL_USER=root ansible-playbook -i inventories/local \
+  -e ansible_connection=community.docker.docker -e 'ansible_docker_host={{ inventory_hostname }}' \
+  tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml
 # The admin exists once a run has got through the hardening role; until then, come in as root.
 ssh_opts=(-o BatchMode=yes -o ConnectTimeout=5 -o UserKnownHostsFile="$cache/known_hosts" -i "$cache/id_ed25519")
 user="admin"
