@@ -45,7 +45,7 @@ def repeats(files: dict[str, str], min_lines: int) -> list[str]:
     for name in sorted(lines):
         rows = lines[name]
         for i in range(len(rows) - min_lines + 1):
-            window = tuple(text for _, text in rows[i:i + min_lines])
+            window = tuple(text for _number, text in rows[i:i + min_lines])
             if window in seen:
                 other, j = seen[window]
                 if (other, j) != (name, i):

@@ -169,7 +169,8 @@ OLD_IMAGE = "composeops-test/old:prune"
 LOAD_OLD_IMAGE = r"""set -e; d=$(mktemp -d); cd "$d"; mkdir rootfs; echo old > rootfs/old.txt
 tar -C rootfs -cf layer.tar .
 sum=$(sha256sum layer.tar | cut -d' ' -f1); arch=$(dpkg --print-architecture)
-printf '{"architecture":"%s","os":"linux","created":"2020-01-01T00:00:00Z","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$arch" "$sum" > config.json
+printf '{"architecture":"%s","os":"linux","created":"2020-01-01T00:00:00Z","config":{},' "$arch" > config.json
+printf '"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$sum" >> config.json
 printf '[{"Config":"config.json","RepoTags":["%s"],"Layers":["layer.tar"]}]' IMAGE > manifest.json
 tar -cf - config.json manifest.json layer.tar | docker load; cd /; rm -rf "$d"
 """.replace("IMAGE", OLD_IMAGE)

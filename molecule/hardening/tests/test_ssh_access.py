@@ -96,7 +96,7 @@ def test_multiplexed_sessions_up_to_max_sessions(hardened, hostvars, ssh_port, s
         try:
             sessions = [subprocess.Popen([*base, "-o", f"ControlPath={control}", f"molly@{address}",
                                           "sleep 4; echo ok"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True) for _ in range(limit + 1)]
+                                         text=True) for _session in range(limit + 1)]
             results = [p.communicate(timeout=60) for p in sessions]
         finally:
             subprocess.run([*base, "-o", f"ControlPath={control}", "-O", "exit", f"molly@{address}"],
