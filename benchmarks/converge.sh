@@ -52,8 +52,10 @@ ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
     echo "    $h: {ansible_host: $ip}"
   done
   echo "  vars:"
-  # Not -e ansible_user: extra vars beat the hardening role's own fresh-login check as the admin.
+  # Not -e ansible_user/ansible_become: extra vars beat the hardening role's own fresh-login check
+  # as the admin and its become-less look at SSH_CONNECTION (sudo drops it).
   echo "    ansible_user: \"{{ lookup('ansible.builtin.env', 'COMPOSEOPS_BENCH_USER') }}\""
+  echo "    ansible_become: true"
   echo "    ansible_python_interpreter: /usr/bin/python3"
   echo "    ansible_ssh_private_key_file: $key"
   echo "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
@@ -69,7 +71,7 @@ run() {
   shift 3
   start=$(date +%s.%N)
   env COMPOSEOPS_BENCH_USER="$user" "$@" ansible-playbook -i "$repo/inventories/local" -i "$work/hosts.yml" \
-    --limit "$limit" -e ansible_become=true -f 5 "$repo/playbooks/site.yml" >"$work/$name.log" 2>&1 || rc=$?
+    --limit "$limit" -f 5 "$repo/playbooks/site.yml" >"$work/$name.log" 2>&1 || rc=$?
   secs[$name]=$(echo "$(date +%s.%N) - $start" | bc | xargs printf '%.1f')
   tasks[$name]=$(awk -v h="${limit%%,*}" '$1 == h && /ok=/ {
       for (i = 2; i <= NF; i++) { split($i, kv, "="); n[kv[1]] = kv[2] }
