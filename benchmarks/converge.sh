@@ -73,11 +73,12 @@ run() {
   env COMPOSEOPS_BENCH_USER="$user" "$@" ansible-playbook -i "$repo/inventories/local" -i "$work/hosts.yml" \
     --limit "$limit" -f 5 "$repo/playbooks/site.yml" >"$work/$name.log" 2>&1 || rc=$?
   secs[$name]=$(echo "$(date +%s.%N) - $start" | bc | xargs printf '%.1f')
-  tasks[$name]=$(awk -v h="${limit%%,*}" '$1 == h && /ok=/ {
+  # The host's recap line: "ok=N changed=N unreachable=N failed=N skipped=N ...".
+  local recap changed
+  recap=$(awk -v h="${limit%%,*}" '$1 == h && /ok=/ {
       for (i = 2; i <= NF; i++) { split($i, kv, "="); n[kv[1]] = kv[2] }
-      print n["ok"] + n["skipped"] + n["failed"]; exit }' "$work/$name.log")
-  local changed
-  changed=$(awk -v h="${limit%%,*}" '$1 == h && /ok=/ { for (i = 2; i <= NF; i++) if ($i ~ /^changed=/) { sub("changed=", "", $i); print $i } ; exit }' "$work/$name.log")
+      print n["ok"] + n["skipped"] + n["failed"], n["changed"]; exit }' "$work/$name.log")
+  read -r tasks["$name"] changed <<<"$recap"
   printf '  %-18s %7ss  tasks %-4s changed %s%s\n' "$name" "${secs[$name]}" "${tasks[$name]}" "$changed" \
     "$([ $rc = 0 ] || echo "  FAILED (rc $rc, see $work/$name.log)")"
   return $rc
