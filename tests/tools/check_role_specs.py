@@ -8,7 +8,9 @@ House rules (prometheus.prometheus style), checked for the ``main`` entry point 
 * public variables start with the role's name; internals (``_role_*``) never sit in defaults;
 * a ``default:`` given in the spec equals the value in defaults/main.yml;
 * the ``validate`` entry point (``tasks/validate.yml``, run by site.yml's first play before any role
-  changes anything) exists and takes exactly the options of ``main``.
+  changes anything) and the ``converge`` entry point (``tasks/converge.yml``, the role's changes, run
+  by site.yml's second play) exist and take exactly the options of ``main``, whose tasks/main.yml
+  is the two of them.
 
 Usage: check_role_specs.py ROLES_DIR   (exit 1 and one line per problem when anything is off)
 """
@@ -19,6 +21,9 @@ import sys
 from pathlib import Path
 
 import yaml
+
+# The entry points every role has besides main, with main's options: site.yml's two plays.
+ENTRY_POINTS = ("validate", "converge")
 
 
 def _load(path: Path) -> dict:
@@ -34,11 +39,12 @@ def spec_problems(role: str, defaults: dict, spec: dict) -> list[str]:
     entry = entries.get("main")
     if entry is None:
         return [f"{role}: meta/argument_specs.yml has no 'main' entry point"]
-    validate = entries.get("validate")
-    if validate is None:
-        problems.append(f"{role}: meta/argument_specs.yml has no 'validate' entry point")
-    elif (validate.get("options") or {}) != (entry.get("options") or {}):
-        problems.append(f"{role}: the 'validate' entry point must take the options of 'main'")
+    for name in ENTRY_POINTS:
+        other = entries.get(name)
+        if other is None:
+            problems.append(f"{role}: meta/argument_specs.yml has no '{name}' entry point")
+        elif (other.get("options") or {}) != (entry.get("options") or {}):
+            problems.append(f"{role}: the '{name}' entry point must take the options of 'main'")
     options = entry.get("options") or {}
     for name in sorted(defaults):
         if not name.startswith(f"{role}_"):
@@ -65,8 +71,9 @@ def check_roles(roles_dir: Path) -> list[str]:
         if not spec_file.is_file():
             problems.append(f"{role_dir.name}: meta/argument_specs.yml is missing")
             continue
-        if not (role_dir / "tasks" / "validate.yml").is_file():
-            problems.append(f"{role_dir.name}: tasks/validate.yml is missing")
+        for name in ENTRY_POINTS:
+            if not (role_dir / "tasks" / f"{name}.yml").is_file():
+                problems.append(f"{role_dir.name}: tasks/{name}.yml is missing")
         defaults = _load(role_dir / "defaults" / "main.yml")
         problems.extend(spec_problems(role_dir.name, defaults, _load(spec_file)))
     return problems

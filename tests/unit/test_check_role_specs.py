@@ -13,7 +13,7 @@ _SPEC.loader.exec_module(check_role_specs)
 
 
 def _spec(**options):
-    return {"argument_specs": {"main": {"options": options}, "validate": {"options": options}}}
+    return {"argument_specs": {name: {"options": options} for name in ("main", "validate", "converge")}}
 
 
 def test_matching_role_has_no_problem():
@@ -54,10 +54,12 @@ def test_check_roles_reads_the_tree(tmp_path):
     (tmp_path / "ok" / "defaults").mkdir(parents=True)
     (tmp_path / "ok" / "meta").mkdir()
     (tmp_path / "ok" / "tasks").mkdir()
-    (tmp_path / "ok" / "tasks" / "validate.yml").write_text("---\n")
+    for entry_point in ("validate", "converge"):
+        (tmp_path / "ok" / "tasks" / f"{entry_point}.yml").write_text("---\n")
     (tmp_path / "ok" / "defaults" / "main.yml").write_text("ok_a: 1\n")
     (tmp_path / "ok" / "meta" / "argument_specs.yml").write_text(
         "argument_specs:\n  main: &spec\n    options:\n      ok_a: {type: int, default: 1}\n  validate: *spec\n"
+        "  converge: *spec\n"
     )
     (tmp_path / "nospec").mkdir()
     assert check_role_specs.check_roles(tmp_path) == ["nospec: meta/argument_specs.yml is missing"]
@@ -68,12 +70,14 @@ def test_the_collection_roles_pass():
     assert check_role_specs.check_roles(roles) == []
 
 
-def test_validate_entry_point_is_required_and_matches_main():
-    spec = {"argument_specs": {"main": {"options": {"web_port": {"default": 80}}}}}
+@pytest.mark.parametrize("entry_point", ["validate", "converge"])
+def test_site_entry_points_are_required_and_match_main(entry_point):
+    spec = _spec(web_port={"default": 80})
+    del spec["argument_specs"][entry_point]
     assert check_role_specs.spec_problems("web", {"web_port": 80}, spec) == [
-        "web: meta/argument_specs.yml has no 'validate' entry point"
+        f"web: meta/argument_specs.yml has no '{entry_point}' entry point"
     ]
-    spec["argument_specs"]["validate"] = {"options": {}}
+    spec["argument_specs"][entry_point] = {"options": {}}
     assert check_role_specs.spec_problems("web", {"web_port": 80}, spec) == [
-        "web: the 'validate' entry point must take the options of 'main'"
+        f"web: the '{entry_point}' entry point must take the options of 'main'"
     ]
