@@ -30,6 +30,13 @@ options:
     description: The host's facts; C(os_family), C(distribution) and C(distribution_major_version) are read.
     type: dict
     required: true
+  all_roles:
+    description:
+      - Return the files of every role next to O(_input) (the roles of the same collection, in name
+        order) instead of those of O(_input) alone, so that one C(include_vars) loop loads the
+        platform settings of all of them.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -39,6 +46,11 @@ EXAMPLES = r"""
   loop: "{{ role_path | composeops.platform.platform_vars_files(ansible_facts) }}"
   loop_control:
     label: "{{ item | basename }}"
+
+- name: Load the platform settings of every role of the collection
+  ansible.builtin.include_vars:
+    file: "{{ item }}"
+  loop: "{{ role_path | composeops.platform.platform_vars_files(ansible_facts, all_roles=true) }}"
 """
 
 RETURN = r"""
@@ -79,13 +91,24 @@ def select_platform_files(layers, distribution_files, exists):
     return found
 
 
-def platform_vars_files(role_path, facts):
-    layers = platform_layers(facts)
-    vars_dir = os.path.join(str(role_path), "vars")
+def _role_files(role_path, layers):
+    vars_dir = os.path.join(role_path, "vars")
     chosen = select_platform_files(
         layers, layers[-2:], lambda name: os.path.isfile(os.path.join(vars_dir, name))
     )
     return [os.path.join(vars_dir, name) for name in chosen]
+
+
+def platform_vars_files(role_path, facts, all_roles=False):
+    layers = platform_layers(facts)
+    role_path = os.path.normpath(str(role_path))
+    if not all_roles:
+        return _role_files(role_path, layers)
+    roles_dir = os.path.dirname(role_path)
+    roles = sorted(
+        name for name in os.listdir(roles_dir) if os.path.isdir(os.path.join(roles_dir, name, "vars"))
+    )
+    return [path for name in roles for path in _role_files(os.path.join(roles_dir, name), layers)]
 
 
 class FilterModule(object):

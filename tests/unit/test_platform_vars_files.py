@@ -61,3 +61,15 @@ def test_the_roles_of_the_collection_know_their_targets():
 def test_missing_facts_are_named():
     with pytest.raises(AnsibleFilterError, match="gather at least the 'min' subset"):
         platform_vars_files("/nonexistent", {"distribution": "Debian"})
+
+
+def test_all_roles_of_the_collection_in_name_order(tmp_path):
+    for role, names in {"web": ["Debian.yml", "Debian-13.yml"], "db": ["Ubuntu.yml", "unsupported.yml"],
+                        "plain": []}.items():
+        (tmp_path / role).mkdir()
+        _role(tmp_path / role, *names)
+    (tmp_path / "notes.txt").write_text("not a role\n")
+    found = platform_vars_files(str(tmp_path / "web"), DEBIAN13, all_roles=True)
+    assert [p.rsplit("/", 3)[1] + "/" + p.rsplit("/", 1)[1] for p in found] == [
+        "db/unsupported.yml", "web/Debian.yml", "web/Debian-13.yml"
+    ]
