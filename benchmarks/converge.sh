@@ -8,6 +8,7 @@
 #   rerun_plain_ssh_s  the same re-run without pipelining and without ControlPersist
 #   hosts5_rerun_s     a no-change re-run of 5 converged hosts at once (forks 5)
 #   tasks              tasks of the re-run on one host (ok + skipped + failed of its recap)
+#   tasks_by_role      the same re-run's task headers by role (includes of no role: "-")
 #
 #   benchmarks/converge.sh [REPO]   REPO: the checkout whose site.yml runs (default: this one;
 #                                   another one, e.g. a `git worktree` of an older commit, gives
@@ -93,6 +94,12 @@ run rerun_plain_ssh bench-converge-1 admin "${plain[@]}"
 run fresh4 'bench-converge-2,bench-converge-3,bench-converge-4,bench-converge-5' root "${shipped[@]}"
 run hosts5_rerun 'bench-converge-1,bench-converge-2,bench-converge-3,bench-converge-4,bench-converge-5' admin "${shipped[@]}"
 
+# Task headers of the one-host re-run by role ("TASK [composeops.platform.docker : ...]"; an
+# include written in the playbook has no role): {"common": N, ...}.
+by_role=$(sed -n 's/^TASK \[\(composeops\.platform\.\([a-z_]*\) : \)\{0,1\}.*/\2/p' "$work/rerun_shipped.log" |
+  sed 's/^$/-/' | sort | uniq -c | jq -Rn '[inputs | capture("^ *(?<n>[0-9]+) (?<role>.+)$")] | map({(.role): (.n | tonumber)}) | add')
+echo "  tasks by role (rerun_shipped): $(jq -c . <<<"$by_role")"
+
 mkdir -p benchmarks/results
 cat >benchmarks/results/converge.json <<JSON
 {
@@ -103,7 +110,8 @@ cat >benchmarks/results/converge.json <<JSON
   "rerun_shipped_s": ${secs[rerun_shipped]},
   "rerun_plain_ssh_s": ${secs[rerun_plain_ssh]},
   "hosts5_rerun_s": ${secs[hosts5_rerun]},
-  "fresh_tasks": ${tasks[fresh]}
+  "fresh_tasks": ${tasks[fresh]},
+  "tasks_by_role": $by_role
 }
 JSON
 echo "wrote benchmarks/results/converge.json"
