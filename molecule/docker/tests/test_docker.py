@@ -239,7 +239,9 @@ def daemon_json(host):
 
 def test_reload_restart_and_validation(d13, test_image):
     d13.run("docker rm -f composeops-reload")
-    d13.check_output(f"docker run -d --name composeops-reload {test_image} sleep 600")
+    # Longer than the six runs of reload.yml on a loaded test host (at 600 s the container once
+    # exited before the last check); `finally` removes it.
+    d13.check_output(f"docker run -d --name composeops-reload {test_image} sleep 3600")
     try:
         container = d13.check_output("docker inspect -f '{{.State.Pid}}' composeops-reload")
         pid = daemon_pid(d13)
