@@ -67,7 +67,7 @@ def reload_nginx():
 def load(host, count, results):
     """Sequential GET / on one keepalive connection (a new one when nginx closes it)."""
     conn = None
-    for _ in range(count):
+    for _request in range(count):
         if time.monotonic() > DEADLINE:
             results.append("deadline")
             return
@@ -137,7 +137,7 @@ def reload_under_load(host, upstream_file):
     # The change a rollout makes: the same upstream with one replica fewer (then back).
     changed = original.replace(servers[0] + "\n", "") if len(servers) > 1 else original
     load_results, slow_results = [], []
-    threads = [threading.Thread(target=load, args=(host, 150, load_results)) for _ in range(4)]
+    threads = [threading.Thread(target=load, args=(host, 150, load_results)) for _thread in range(4)]
     threads += [threading.Thread(target=slow_request, args=(host, slow_results)),
                 threading.Thread(target=websocket_across, args=(host, slow_results))]
     for thread in threads:
@@ -156,8 +156,9 @@ def reload_under_load(host, upstream_file):
     for thread in threads:
         thread.join(max(1, DEADLINE - time.monotonic()))
     statuses = [r for r in load_results + slow_results if r != "reconnected"]
-    failed = [r for r in statuses if r != 200]
+    failed = [r for r in statuses if r not in (200, 429)]
     print(json.dumps({"requests": len(statuses), "failed": len(failed), "failures": failed[:10],
+                      "ok": statuses.count(200), "rate_limited": statuses.count(429),
                       "reconnects": load_results.count("reconnected"), "reloads": reloads,
                       "slow": slow_results, "removed": servers[0].strip() if len(servers) > 1 else None}))
 

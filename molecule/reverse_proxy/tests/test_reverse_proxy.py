@@ -36,7 +36,7 @@ def probe(host):
 
 
 def curl(host, url, *options):
-    cmd = host.run("curl -sS --cacert /root/probe/ca.pem --max-time 20 %s %s", " ".join(options), url)
+    cmd = host.run("curl -sS --cacert /root/probe/ca.pem --max-time 20 %s %%s" % " ".join(options), url)
     assert cmd.rc == 0, cmd.stderr
     return cmd.stdout
 
@@ -65,14 +65,14 @@ def test_routes_reach_their_services(host, probe, shop):
     assert json.loads(curl(host, "https://%s/api/" % shop))["message"] == "hello from the api"
     assert json.loads(curl(host, "https://%s/health" % shop))["status"] == "ok"
     assert curl(host, "https://%s/static/hello.txt" % shop) == "static hello\n"
-    redirect = curl(host, "http://%s/some/path?x=1" % shop, "-o /dev/null -w '%{http_code} %{redirect_url}'")
+    redirect = curl(host, "http://%s/some/path?x=1" % shop, "-o /dev/null -w '%%{http_code} %%{redirect_url}'")
     assert redirect == "301 https://%s/some/path?x=1" % shop
     # The challenge path is not redirected (a missing token is a 404, over plain HTTP).
-    assert curl(host, "http://%s/.well-known/acme-challenge/none" % shop, "-o /dev/null -w '%{http_code}'") == "404"
+    assert curl(host, "http://%s/.well-known/acme-challenge/none" % shop, "-o /dev/null -w '%%{http_code}'") == "404"
 
 
 def test_websocket_echo(host, probe, shop):
-    assert host.check_output("%s ws %s /ws 'hello over the proxy'", probe, shop) == "hello over the proxy"
+    assert host.check_output(probe + " ws %s /ws %s", shop, "hello over the proxy") == "hello over the proxy"
 
 
 def test_security_headers_and_hsts(host, probe, shop):
@@ -109,9 +109,10 @@ def test_stub_status_on_loopback(host):
 
 
 def test_zero_drop_reload(host, probe, shop):
-    result = json.loads(host.check_output("%s reload %s %s/demo_app.conf", probe, shop, UPSTREAMS))
+    result = json.loads(host.check_output(probe + " reload %s %s", shop, UPSTREAMS + "/demo_app.conf"))
     print("reload under load:", result)
     assert result["reloads"] == 2 and result["removed"]
+    # 429 is nginx's deliberate answer past the site's rate limit, not a dropped request.
     assert result["requests"] >= 600 and result["failed"] == 0, result
 
 
@@ -137,12 +138,15 @@ def test_unchanged_renewal_does_not_reload(host, shop):
 
 def test_testssl_rating(host, shop):
     host.run("rm -f /root/probe/testssl.json")
-    host.run("testssl.sh --quiet --color 0 --warnings off --add-ca %s --jsonfile /root/probe/testssl.json %s:443",
+    host.run("testssl --quiet --color 0 --warnings off --add-ca %s --jsonfile /root/probe/testssl.json %s:443",
              PEBBLE_ROOT, shop)
     findings = json.loads(host.file("/root/probe/testssl.json").content_string)
     by_id = {f["id"]: f for f in findings}
     print("testssl:", by_id["overall_grade"])
     assert by_id["overall_grade"]["finding"] == "A+", [f for f in findings if f["id"].startswith("grade")]
     assert by_id["TLS1"]["finding"] == "not offered" and by_id["TLS1_1"]["finding"] == "not offered"
-    assert by_id["HSTS"]["severity"] == "OK"
-    assert [f for f in findings if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL")] == []
+    assert by_id["HSTS_time"]["severity"] == "OK"
+    # Pebble's certificates name neither a CRL nor an OCSP responder (Let's Encrypt's carry a CRL
+    # URL): a finding about the test CA, not about nginx; it does not cap the grade.
+    assert [f for f in findings if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL")
+            and f["id"] not in ("cert_revocation", "cert_extlifeSpan")] == []
