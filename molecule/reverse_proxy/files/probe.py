@@ -64,6 +64,17 @@ def reload_nginx():
     subprocess.run(["systemctl", "reload", "nginx"], check=True)
 
 
+def get_root(host, conn):
+    """GET / on conn, or on a new connection when it is None: (the connection, the answer)."""
+    if conn is None:
+        conn = http.client.HTTPSConnection("127.0.0.1", 443, context=CONTEXT, timeout=20)
+        conn.sock = tls_socket(host)
+    conn.request("GET", "/", headers={"Host": host})
+    response = conn.getresponse()
+    response.read()
+    return conn, response
+
+
 def load(host, count, results):
     """Sequential GET / on one keepalive connection (a new one when nginx closes it)."""
     conn = None
@@ -72,12 +83,7 @@ def load(host, count, results):
             results.append("deadline")
             return
         try:
-            if conn is None:
-                conn = http.client.HTTPSConnection("127.0.0.1", 443, context=CONTEXT, timeout=20)
-                conn.sock = tls_socket(host)
-            conn.request("GET", "/", headers={"Host": host})
-            response = conn.getresponse()
-            response.read()
+            conn, response = get_root(host, conn)
             results.append(response.status)
             if response.getheader("Connection", "").lower() == "close":
                 conn.close()
@@ -85,17 +91,12 @@ def load(host, count, results):
         except (OSError, http.client.HTTPException) as exc:
             # A keepalive connection an old worker closed between two requests is not a failed
             # request (clients retry an idempotent request on a fresh connection, so do we once).
-            conn = None
             try:
-                retry = http.client.HTTPSConnection("127.0.0.1", 443, context=CONTEXT, timeout=20)
-                retry.sock = tls_socket(host)
-                retry.request("GET", "/", headers={"Host": host})
-                response = retry.getresponse()
-                response.read()
+                conn, response = get_root(host, None)
                 results.append(response.status)
                 results.append("reconnected")
-                conn = retry
             except (OSError, http.client.HTTPException) as exc2:
+                conn = None
                 results.append("error: %s / %s" % (exc, exc2))
 
 

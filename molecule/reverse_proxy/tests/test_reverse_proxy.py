@@ -129,6 +129,20 @@ def test_forced_renewal_serves_a_new_serial(host, shop):
     print(host.run("systemd-analyze security composeops-acme-renew.service | tail -n 1").stdout)
 
 
+def test_renewal_client_footprint(host):
+    """The renewal job's client: the virtualenv and the unpacked archive, plus the distribution
+    packages it needs beyond nginx (python3-venv, -jinja2, -yaml, -resolvelib, -packaging)."""
+    job = int(host.check_output("du -sm /usr/local/lib/composeops/reverse-proxy | cut -f1"))
+    packages = int(host.check_output(
+        "dpkg-query -W -f '${Installed-Size}\\n' python3-venv python3-jinja2 python3-yaml python3-resolvelib "
+        "python3-packaging python3-markupsafe python3.13-venv python3-pip-whl python3-setuptools-whl "
+        "2>/dev/null | awk '{s += $1} END {print int(s / 1024)}'"))
+    version = host.check_output("/usr/local/lib/composeops/reverse-proxy/venv/bin/ansible --version | head -n 1")
+    print("renewal client: %s MB under /usr/local/lib/composeops/reverse-proxy, %s MB of packages; %s"
+          % (job, packages, version))
+    assert job + packages < 100
+
+
 def test_unchanged_renewal_does_not_reload(host, shop):
     pid = host.check_output("cat /run/nginx.pid")
     workers = host.check_output("pgrep -P %s | sort", pid)
