@@ -32,6 +32,7 @@ IMAGES=(
   "redis:8 redis -"
   "app:1.0 app APP_VERSION=1.0"
   "app:2.0 app APP_VERSION=2.0"
+  "app:3.0 app APP_VERSION=3.0"
   "app:broken app APP_VERSION=broken,APP_BROKEN=1"
 )
 
@@ -172,6 +173,7 @@ images:
   redis: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/redis:8
   app_v1: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:1.0
   app_v2: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:2.0
+  app_v3: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:3.0
   app_broken: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:broken
 EOF
   chmod 0600 "$STATE/fixtures.yml"
