@@ -83,6 +83,5 @@ pin_host_key
 cat <<MSG
 [local] done in $(($(date +%s) - started)) s. Try:
   ssh -o UserKnownHostsFile=$cache/known_hosts -i $cache/id_ed25519 admin@$address
-  docker exec $host curl -s 127.0.0.1:8080/health
   docker exec $host curl -sk https://demo.localhost/health   # through nginx (reverse_proxy)
 MSG
