@@ -208,6 +208,46 @@ def internal_networks(config):
                   for key, net in (config.get("networks") or {}).items() if (net or {}).get("internal"))
 
 
+_NUMBERS = {"surge": int, "port": int, "drain_seconds": float}
+_GATE_NUMBERS = {"interval": float, "timeout": float, "retries": int, "successes": int, "status": int, "port": int}
+
+
+def _coerce(where, key, value, kind):
+    if value is None or value == "":
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise RolloutError("%s.%s must be a number (got %r)" % (where, key, value))
+
+
+def normalise_options(services, default_gate):
+    """The caller's ``services`` and ``default_gate`` with their numbers as numbers (Ansible
+    passes a dict option's values as they come, strings from ``-e`` included)."""
+    out = {}
+    for name, opts in sorted((services or {}).items()):
+        opts = dict(opts or {})
+        for key, kind in _NUMBERS.items():
+            if key in opts:
+                opts[key] = _coerce("services.%s" % name, key, opts[key], kind)
+        if opts.get("gate") is not None:
+            opts["gate"] = normalise_gate("services.%s.gate" % name, opts["gate"])
+        out[name] = opts
+    return out, normalise_gate("default_gate", default_gate or {})
+
+
+def normalise_gate(where, gate):
+    if not isinstance(gate, dict):
+        raise RolloutError("%s must be a dict (got %r)" % (where, gate))
+    gate = dict(gate)
+    for key, kind in _GATE_NUMBERS.items():
+        if key in gate:
+            gate[key] = _coerce(where, key, gate[key], kind)
+    if gate.get("command") is not None and not isinstance(gate["command"], list):
+        raise RolloutError("%s.command must be a list (argv), got %r" % (where, gate["command"]))
+    return gate
+
+
 def gate_for(service_options, default_gate):
     gate = dict(GATE_DEFAULTS)
     gate.update(dict((k, v) for k, v in (default_gate or {}).items() if v is not None))
