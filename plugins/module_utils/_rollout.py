@@ -477,7 +477,8 @@ def gate_failure_message(project, service, container, probe, detail, log_lines):
     entries = [e for e in container.get("health_log") or [] if e.get("output") or e.get("exit_code") is not None][-3:]
     if entries:
         parts.append("Last health checks of %s:\n%s" % (container["name"], "\n".join(
-            "  | exit code %s: %s" % (e.get("exit_code"), e.get("output") or "") for e in entries)))
+            ("  | exit code %s: %s" % (e.get("exit_code"), e["output"])) if e.get("output") else "  | exit code %s" % e.get("exit_code")
+            for e in entries)))
     if log_lines:
         parts.append("Last %d log lines of %s:\n%s" % (len(log_lines), container["name"], "\n".join("  | " + line for line in log_lines)))
     else:

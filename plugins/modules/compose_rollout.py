@@ -309,6 +309,7 @@ class Rollout(object):
         self.record = None
         self.tmp_override = None
         self.config = {}
+        self.snapshot = None
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -520,7 +521,7 @@ class Rollout(object):
         self.result["recovered"] = recovered
         self.result["changed"] = True
         self.say("recovered interrupted rollout %s of service %s (phase %s): removed %s, retired %s"
-                 % (release, service, acts["phase"], recovered["removed"] or "none", recovered["retired"] or "none"))
+                 % (release, service, acts["phase"], ", ".join(recovered["removed"]) or "none", ", ".join(recovered["retired"]) or "none"))
         self.module.warn("stack %s: recovered an interrupted rollout (release %s, service %s, phase %s); that release "
                          "is marked interrupted" % (self.project, release, service, acts["phase"]))
 
@@ -777,6 +778,8 @@ class Rollout(object):
         self.services, self.default_gate = ro.normalise_options(p["services"], p["default_gate"])
         records, current = rel.read_history(self.dir)
         self.result["previous_release"] = current
+        if not self.check and (p["release"] is not None or p["images"]):
+            self.take_snapshot(records)
         if p["release"] is not None:
             self.apply_release(records, current)
         if p["images"]:
@@ -816,6 +819,41 @@ class Rollout(object):
                 rel.matching_release(records, self.checksum(names, root), self.running_images()) is None)
             return self.result
         return self.apply(steps, records, current)
+
+    def take_snapshot(self, records):
+        """The stack files as they are before this run changes them, to put back on failure."""
+        names = set(self.stack_files()) | set([ro.OVERRIDE_FILE])
+        for record in records:
+            names |= set(record.get("files") or [])
+        self.snapshot = {}
+        for name in sorted(names):
+            path = os.path.join(self.dir, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as handle:
+                    self.snapshot[name] = (handle.read(), os.stat(path).st_mode & 0o7777)
+            else:
+                self.snapshot[name] = None
+
+    def restore_snapshot(self):
+        if not self.snapshot:
+            return
+        restored = []
+        for name, saved in sorted(self.snapshot.items()):
+            path = os.path.join(self.dir, name)
+            if saved is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+                    restored.append(name)
+                continue
+            current = None
+            if os.path.isfile(path):
+                with open(path, "rb") as handle:
+                    current = handle.read()
+            if current != saved[0]:
+                rel.write_atomic(path, saved[0], saved[1])
+                restored.append(name)
+        if restored:
+            self.say("stack files put back as they were before this run: %s" % ", ".join(restored))
 
     def find_record(self, records, release):
         for r in records:
@@ -873,17 +911,20 @@ class Rollout(object):
             return self.execute()
         except GateFailed as exc:
             self.finish_record("rolled_back")
+            self.restore_snapshot()
             self.result["changed"] = True
             fail(self.module, str(exc), **self.result)
         except (ro.RolloutError, rel.ReleaseError, OSError, ValueError) as exc:
             if self.record is not None:
                 self.finish_record("failed")
                 self.say("failed: %s" % exc)
+            self.restore_snapshot()
             fail(self.module, "rollout of stack %s failed: %s" % (self.project, exc), **self.result)
         except Exception as exc:  # pylint: disable=broad-except
             # A bug must not leave the release "interrupted" nor the lock held: record, then fail.
             if self.record is not None:
                 self.finish_record("failed")
+            self.restore_snapshot()
             fail(self.module, "rollout of stack %s failed unexpectedly: %r" % (self.project, exc),
                  exception=traceback.format_exc(), **self.result)
         finally:
