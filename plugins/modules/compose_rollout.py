@@ -1,0 +1,970 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) composeops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: compose_rollout
+short_description: Health-gated, zero-downtime update of a running Docker Compose stack, with release history
+version_added: 0.1.0
+description:
+  - Updates a running Compose project on one host. Each service that changed (its containers'
+    C(com.docker.compose.config-hash) label differs from C(docker compose config --hash), or it has
+    no running container) is updated in dependency order, with one of two strategies.
+  - C(rolling) (default for a service with an upstream file C(<upstreams_dir>/<project>_<service>.conf)
+    of the P(composeops.platform.reverse_proxy#role) role): new replicas start beside the old ones
+    (C(up --no-recreate --scale)), each is health-gated, then the upstream file lists the new ones
+    only (tested with O(nginx_check), nginx reloaded), the old ones drain for O(drain_seconds) and
+    are stopped with their own stop grace period. A failed gate removes the new replicas; the old
+    ones never left the upstream; the module fails naming the service, the container, the probe,
+    its health log and last log lines.
+  - C(recreate) (every other service: databases, caches, workers): C(up --wait) of that service.
+  - A per-stack lock (C(<lock_dir>/<project>.lock)) serialises rollouts; a lock whose holder died,
+    whose host rebooted, or which expired is taken over with a warning.
+  - A journal (C(<project_dir>/.releases/journal.json)) is written before each irreversible step;
+    the next run repairs an interrupted rollout first (removes the new replicas of an unfinished
+    batch, or retires the old ones of a switched batch, and puts the upstream in line).
+  - Every run records a release in C(<project_dir>/.releases/) (id, time, who, result, checksum of
+    the stack files, image ids and digests, a copy of the files) unless the running state is
+    recorded already. O(release) rolls back to an earlier one, which is itself a gated rollout.
+  - Never passes C(--no-deps) to Compose 2.26: the replicas it creates would carry a config hash
+    without the service's C(depends_on), and the next plain C(docker compose up) would recreate them.
+author: composeops developers (@composeops)
+options:
+  project_dir:
+    description: Directory of the stack (C(/opt/stacks/<name>)), with its compose and env files.
+    type: path
+    required: true
+  project_name:
+    description: Compose project name. Default the basename of O(project_dir).
+    type: str
+  files:
+    description: Compose files, relative to O(project_dir). C(compose.rollout.yaml) is appended when it exists.
+    type: list
+    elements: str
+    default: [compose.yaml]
+  env_files:
+    description: Env files, relative to O(project_dir) (passed by path; their content never appears in results).
+    type: list
+    elements: str
+    default: []
+  images:
+    description:
+      - New image per service (C({svc: ref})), a tag or a digest. Written to
+        C(<project_dir>/compose.rollout.yaml) (merged with an existing one).
+      - Mutually exclusive with O(release).
+    type: dict
+  release:
+    description:
+      - Roll back to a recorded release, C(previous), N (the N-th previous successful release) or an
+        id. Its files are restored; a service whose tag now points to another image is pinned by
+        the recorded digest.
+    type: str
+  services:
+    description:
+      - Per service C({strategy: rolling|recreate, surge, gate, drain_seconds, port}). O(services[].surge)
+        is the batch size (default all current replicas at once); O(services[].port) is the container
+        port of the upstream servers and of http/tcp gates.
+      - C(gate) as O(default_gate).
+    type: dict
+    default: {}
+  default_gate:
+    description:
+      - Gate of the new replicas of services that name none. C(type) C(docker) (the container's
+        HEALTHCHECK), C(http) (GET C(http://<container ip>:<port><path>), C(status), optional C(body)
+        regex), C(tcp) (connect to C(port)) or C(command) (C(docker exec <id> command...), exit 0).
+      - C(interval) (1 s), C(timeout) (2 s), C(retries) (failed probes tolerated, 30),
+        C(successes) (consecutive successes needed, 2). An exited or unhealthy container fails at once.
+    type: dict
+    default: {type: docker}
+  stateful:
+    description: Services that must never be surged (refused with strategy rolling).
+    type: list
+    elements: str
+    default: []
+  upstreams_dir:
+    description: Directory of the reverse_proxy role's upstream files.
+    type: path
+    default: /etc/nginx/composeops/upstreams
+  nginx_check:
+    description: Command that tests a candidate upstream file (C(<nginx_check> CANDIDATE DEST)).
+    type: path
+    default: /usr/local/sbin/composeops-nginx-check
+  nginx_reload:
+    description: Command that reloads nginx gracefully.
+    type: list
+    elements: str
+    default: [systemctl, reload, nginx]
+  drain_seconds:
+    description: Seconds between the switch and the stop of the old replicas (requests in flight finish).
+    type: float
+    default: 5
+  wait_timeout:
+    description: Seconds a recreated service may take to become healthy (C(up --wait-timeout)).
+    type: int
+    default: 300
+  pull:
+    description: Compose's C(--pull) policy.
+    type: str
+    choices: [always, missing, never]
+    default: missing
+  lock_dir:
+    description: Directory of the per-stack lock files.
+    type: path
+    default: /var/lib/composeops/locks
+  lock_timeout:
+    description: Seconds to wait for another rollout of the stack before failing.
+    type: int
+    default: 60
+  lock_expiry:
+    description: Seconds after which a lock is stale whatever its holder.
+    type: int
+    default: 1800
+  keep_releases:
+    description: Successful releases kept in the history (older records and copies are pruned).
+    type: int
+    default: 10
+  who:
+    description: Who deploys, for the lock and the history. Default C(SUDO_USER), then C(LOGNAME).
+    type: str
+  log_lines:
+    description: Log lines of a failed new replica in the error.
+    type: int
+    default: 20
+  progress_file:
+    description: File the progress lines are appended to. Default C(/var/log/composeops/rollout-<project>.log).
+    type: path
+  docker_cli:
+    description: The docker command.
+    type: path
+    default: docker
+attributes:
+  check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
+    support: full
+    details: Lock, recovery and history are untouched; the plan and the diff are returned.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+  idempotent:
+    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+    support: full
+requirements:
+  - Docker CLI with the Compose v2 plugin (2.26 or later)
+seealso:
+  - module: composeops.platform.compose_release_info
+"""
+
+EXAMPLES = r"""
+- name: Roll out app 2.0 behind nginx, 1 replica at a time, gated on /health
+  composeops.platform.compose_rollout:
+    project_dir: /opt/stacks/shop
+    images:
+      app: registry.example.com/shop/app:2.0
+    services:
+      app:
+        surge: 1
+        port: 8000
+        gate: {type: http, port: 8000, path: /health, status: 200, body: '"status": "ok"'}
+    stateful: [db, redis]
+
+- name: Record the release of what the compose_stack role just deployed (no change when recorded)
+  composeops.platform.compose_rollout:
+    project_dir: /opt/stacks/shop
+    env_files: [.env]
+
+- name: Roll back to the 2nd previous successful release
+  composeops.platform.compose_rollout:
+    project_dir: /opt/stacks/shop
+    release: "2"
+"""
+
+RETURN = r"""
+release:
+  description: The release record written by this run (or the matching one when nothing changed).
+  returned: success and on a rolled back or failed rollout
+  type: dict
+  sample:
+    id: 20261202T143000Z-1a2b3c4d
+    time: "2026-12-02T14:30:00Z"
+    who: alice
+    result: success
+    checksum: 1a2b3c4d...
+    files: [compose.yaml, .env, compose.rollout.yaml]
+    images: {app: {ref: "registry.example.com/shop/app:2.0", id: "sha256:...", digest: "registry.example.com/shop/app@sha256:..."}}
+    services: {app: {strategy: rolling}}
+    previous: 20261201T101500Z-9f8e7d6c
+previous_release:
+  description: Id of the release that was current before this run.
+  returned: always
+  type: str
+actions:
+  description: Per updated service C({strategy, from, to, replicas, old, new, seconds}) (planned ones in check mode).
+  returned: always
+  type: dict
+recovered:
+  description: What the run repaired of an interrupted rollout (C({release, service, phase, removed, retired})); empty when nothing.
+  returned: always
+  type: dict
+rolled_back:
+  description: Services whose new replicas failed their gate and were removed.
+  returned: always
+  type: list
+  elements: str
+progress:
+  description: The timestamped progress lines of this run (also appended to O(progress_file)).
+  returned: always
+  type: list
+  elements: str
+plan:
+  description: Per service the planned strategy and the reason.
+  returned: always
+  type: dict
+"""
+
+import datetime
+import json
+import os
+import socket
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.composeops.platform.plugins.module_utils import _release as rel
+from ansible_collections.composeops.platform.plugins.module_utils import _rollout as ro
+
+try:
+    from urllib.request import ProxyHandler, build_opener
+    from urllib.error import HTTPError
+except ImportError:  # pragma: no cover - Python 2 hosts are not supported
+    ProxyHandler = build_opener = HTTPError = None
+
+
+class GateFailed(Exception):
+    """A new replica failed its gate: the new replicas are gone, the release is rolled back."""
+
+
+def fail(module, msg, **result):
+    """The one way this module fails: with the stack and what the run did so far."""
+    result.setdefault("changed", False)
+    module.fail_json(msg=msg, project_dir=module.params["project_dir"], **result)
+
+
+def http_get(url, timeout):
+    """GET without any proxy (container addresses are local): ``(status, body)``."""
+    opener = build_opener(ProxyHandler({}))
+    try:
+        response = opener.open(url, timeout=timeout)
+    except HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace")
+    try:
+        return response.getcode(), response.read().decode("utf-8", "replace")
+    finally:
+        response.close()
+
+
+def pid_alive(pid):
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError):
+        return False
+    except OSError as exc:
+        return exc.errno == 1  # EPERM: it exists, another user's
+    return True
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def fmt_time(value):
+    try:
+        return datetime.datetime.fromtimestamp(float(value), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class Rollout(object):
+    """One run of the module: lock, recovery, plan, rollout, history."""
+
+    def __init__(self, module):
+        self.module = module
+        self.p = module.params
+        self.dir = os.path.abspath(self.p["project_dir"])
+        self.project = self.p["project_name"] or os.path.basename(self.dir.rstrip("/"))
+        self.check = module.check_mode
+        self.who = self.p["who"] or os.environ.get("SUDO_USER") or os.environ.get("LOGNAME") or os.environ.get("USER") or "unknown"
+        self.progress = []
+        self.progress_file = self.p["progress_file"] or "/var/log/composeops/rollout-%s.log" % self.project
+        self.result = dict(changed=False, actions={}, recovered={}, rolled_back=[], progress=self.progress,
+                           previous_release=None, plan={})
+        self.files = list(self.p["files"])
+        self.env_files = list(self.p["env_files"])
+        self.record = None
+        self.tmp_override = None
+        self.config = {}
+        self.snapshot = None
+
+    # --- helpers ---------------------------------------------------------------------------------
+
+    def say(self, line):
+        stamp = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = "%s %s: %s" % (stamp, self.project, line)
+        self.progress.append(text)
+        if self.check:
+            return
+        try:
+            directory = os.path.dirname(self.progress_file)
+            if directory and not os.path.isdir(directory):
+                os.makedirs(directory, 0o750)
+            with open(self.progress_file, "a") as handle:
+                handle.write(text + "\n")
+        except OSError as exc:
+            self.module.warn("cannot write the progress file %s: %s" % (self.progress_file, exc))
+            self.progress_file = ""
+
+    def run(self, argv, what, check_rc=True):
+        rc, out, err = self.module.run_command(argv)
+        if check_rc and rc != 0:
+            raise ro.RolloutError("%s failed (exit code %d, command: %s): %s"
+                                  % (what, rc, " ".join(argv), (err or out).strip()[-2000:]))
+        return rc, out, err
+
+    def docker(self, *args):
+        return [self.p["docker_cli"]] + list(args)
+
+    def base(self):
+        files = list(self.files)
+        override = os.path.join(self.dir, ro.OVERRIDE_FILE)
+        if self.tmp_override:
+            files = [f for f in files if f != ro.OVERRIDE_FILE] + [self.tmp_override]
+        elif os.path.exists(override) and ro.OVERRIDE_FILE not in files:
+            files.append(ro.OVERRIDE_FILE)
+        return ro.compose_base(self.p["docker_cli"], self.project, self.dir, files, self.env_files)
+
+    def stack_files(self):
+        """Names (relative to project_dir) of the files of the release."""
+        names = list(self.files) + list(self.env_files)
+        if os.path.exists(os.path.join(self.dir, ro.OVERRIDE_FILE)) and ro.OVERRIDE_FILE not in names:
+            names.append(ro.OVERRIDE_FILE)
+        return names
+
+    def checksum(self, names, root=None):
+        contents = {}
+        for name in names:
+            path = os.path.join(root or self.dir, name)
+            if not os.path.isfile(path):
+                raise ro.RolloutError("file %s of stack %s does not exist" % (path, self.project))
+            with open(path, "rb") as handle:
+                contents[name] = handle.read()
+        return rel.files_checksum(contents)
+
+    def inspect_all(self):
+        rc, out, dummy = self.run(ro.ps_command(self.p["docker_cli"], self.project), "docker ps")
+        ids = ro.parse_ps_ids(out)
+        if not ids:
+            return []
+        return self.inspect(ids)
+
+    def inspect(self, ids):
+        if not ids:
+            return []
+        rc, out, err = self.run(self.docker("inspect", *ids), "docker inspect", check_rc=False)
+        if rc != 0 and not out.strip().startswith("["):
+            raise ro.RolloutError("docker inspect failed: %s" % err.strip())
+        return ro.parse_inspect(out or "[]")
+
+    def load(self):
+        rc, out, dummy = self.run(ro.config_command(self.base()), "docker compose config")
+        self.config = json.loads(out)
+        rc, out, dummy = self.run(ro.hash_command(self.base()), "docker compose config --hash")
+        self.hashes = ro.parse_config_hash(out)
+        self.containers = self.inspect_all()
+
+    def journal_path(self):
+        return os.path.join(rel.releases_dir(self.dir), ro.JOURNAL)
+
+    def journal(self, **data):
+        rel.ensure_dir(rel.releases_dir(self.dir))
+        rel.write_json_atomic(self.journal_path(), dict(data, release=self.record["id"] if self.record else None))
+
+    def drop_journal(self):
+        if os.path.exists(self.journal_path()):
+            os.unlink(self.journal_path())
+
+    # --- lock ------------------------------------------------------------------------------------
+
+    def boot_id(self):
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as handle:
+                return handle.read().strip()
+        except OSError:
+            return ""
+
+    def lock_path(self):
+        return os.path.join(self.p["lock_dir"], "%s.lock" % self.project)
+
+    def acquire(self):
+        path = self.lock_path()
+        if not os.path.isdir(self.p["lock_dir"]):
+            os.makedirs(self.p["lock_dir"], 0o700)
+        boot = self.boot_id()
+        deadline = time.time() + self.p["lock_timeout"]
+        while True:
+            now = time.time()
+            payload = {"pid": os.getpid(), "boot_id": boot, "host": socket.gethostname(), "who": self.who,
+                       "started": now, "expires": now + self.p["lock_expiry"]}
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except OSError as exc:
+                if exc.errno != 17:  # EEXIST
+                    raise ro.RolloutError("cannot create the lock %s: %s" % (path, exc))
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(json.dumps(payload))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                self.lock_payload = payload
+                return
+            lock, raw, age = self.read_lock(path)
+            if raw is None:
+                continue  # gone meanwhile: try again at once
+            stale = None if (lock is None and age < 10) else ro.lock_stale(lock, now, boot, pid_alive)
+            if stale:
+                aside = "%s.stale.%d" % (path, os.getpid())
+                try:
+                    os.rename(path, aside)
+                except OSError:
+                    continue
+                with open(aside) as handle:
+                    taken = handle.read()
+                if taken != raw:
+                    # Another run took it over meanwhile: put its lock back.
+                    try:
+                        os.link(aside, path)
+                    except OSError:
+                        pass
+                os.unlink(aside)
+                if taken == raw:
+                    self.module.warn("took over the deploy lock of stack %s (%s): %s"
+                                     % (self.project, stale, ro.lock_message(self.project, lock or {}, fmt_time)))
+                continue
+            if now >= deadline:
+                raise ro.RolloutError(ro.lock_message(self.project, lock or {}, fmt_time)
+                                      + "; waited %ds (lock file %s)" % (self.p["lock_timeout"], path))
+            time.sleep(1)
+
+    def read_lock(self, path):
+        try:
+            with open(path) as handle:
+                raw = handle.read()
+            age = time.time() - os.stat(path).st_mtime
+        except OSError:
+            return None, None, 0
+        try:
+            lock = json.loads(raw)
+        except ValueError:
+            lock = None
+        return lock, raw, age
+
+    def release_lock(self):
+        path = self.lock_path()
+        lock, raw, dummy = self.read_lock(path)
+        if lock and lock.get("pid") == os.getpid() and lock.get("started") == self.lock_payload["started"]:
+            os.unlink(path)
+
+    # --- recovery --------------------------------------------------------------------------------
+
+    def recover(self):
+        path = self.journal_path()
+        if not os.path.exists(path):
+            return
+        try:
+            with open(path) as handle:
+                journal = json.load(handle)
+        except (OSError, ValueError):
+            journal = {}
+        containers = self.inspect_all()
+        acts = ro.recovery_actions(journal, containers)
+        by_id = dict((c["id"], c) for c in containers)
+        if acts["remove"]:
+            self.run(self.docker("rm", "-f", *acts["remove"]), "removing the new replicas of an interrupted rollout")
+        if acts["retire"]:
+            self.run(self.docker("stop", *acts["retire"]), "stopping the old replicas of an interrupted rollout")
+            self.run(self.docker("rm", *acts["retire"]), "removing the old replicas of an interrupted rollout")
+        service = acts["service"]
+        upstream = ro.upstream_path(self.p["upstreams_dir"], self.project, service or "")
+        if service and os.path.exists(upstream):
+            serving = [by_id[i] for i in acts["serving"] if i in by_id]
+            port = (self.p["services"].get(service) or {}).get("port")
+            self.switch(service, serving, int(port) if port else None)
+        release = journal.get("release")
+        if release:
+            record_path = os.path.join(rel.releases_dir(self.dir), release + ".json")
+            try:
+                with open(record_path) as handle:
+                    record = json.load(handle)
+                record["result"] = "interrupted"
+                rel.write_record(self.dir, record)
+            except (OSError, ValueError):
+                pass
+        os.unlink(path)
+        recovered = {"release": release, "service": service, "phase": acts["phase"],
+                     "removed": [by_id[i]["name"] for i in acts["remove"] if i in by_id],
+                     "retired": [by_id[i]["name"] for i in acts["retire"] if i in by_id]}
+        self.result["recovered"] = recovered
+        self.result["changed"] = True
+        self.say("recovered interrupted rollout %s of service %s (phase %s): removed %s, retired %s"
+                 % (release, service, acts["phase"], ", ".join(recovered["removed"]) or "none", ", ".join(recovered["retired"]) or "none"))
+        self.module.warn("stack %s: recovered an interrupted rollout (release %s, service %s, phase %s); that release "
+                         "is marked interrupted" % (self.project, release, service, acts["phase"]))
+
+    # --- images / release options ----------------------------------------------------------
+
+    def write_override(self, images, drop=False):
+        """compose.rollout.yaml with ``images`` merged in (check mode: a temporary copy)."""
+        path = os.path.join(self.dir, ro.OVERRIDE_FILE)
+        existing = {}
+        if os.path.exists(path) and not drop:
+            with open(path) as handle:
+                existing = ro.parse_override(handle.read())
+        text = ro.render_override(ro.merge_override(existing, images))
+        if self.check:
+            self.tmp_override = os.path.join(self.module.tmpdir, ro.OVERRIDE_FILE)
+            with open(self.tmp_override, "w") as handle:
+                handle.write(text)
+        else:
+            rel.write_atomic(path, text, 0o644)
+
+    def apply_release(self, records, current):
+        target = rel.select_release(records, self.p["release"], current)
+        self.result["target_release"] = target["id"]
+        files = target.get("compose_files") or [f for f in target["files"] if f not in (target.get("env_files") or []) and f != ro.OVERRIDE_FILE]
+        envs = target.get("env_files") if target.get("env_files") is not None else self.env_files
+        self.files, self.env_files = list(files), list(envs)
+        copy = os.path.join(rel.releases_dir(self.dir), target["id"])
+        self.say("rolling back to release %s (%s, %s)" % (target["id"], target["time"], target["result"]))
+        if self.check:
+            self.files = [os.path.join(copy, f) for f in files]
+            self.env_files = [os.path.join(copy, f) for f in envs]
+            if ro.OVERRIDE_FILE in target["files"]:
+                self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE)
+        else:
+            rel.restore_files(self.dir, target["id"], target["files"])
+            override = os.path.join(self.dir, ro.OVERRIDE_FILE)
+            if ro.OVERRIDE_FILE not in target["files"] and os.path.exists(override):
+                os.unlink(override)
+        pins = {}
+        for svc, info in sorted((target.get("images") or {}).items()):
+            rc, out, dummy = self.run(self.docker("image", "inspect", "--format", "{{.Id}}", info.get("ref") or ""),
+                                      "docker image inspect", check_rc=False)
+            if rc == 0 and out.strip() == info.get("id"):
+                continue
+            if info.get("digest"):
+                pins[svc] = ro.pin_digest(info.get("ref") or info["digest"], info["digest"])
+            else:
+                self.module.warn("service %s: %s no longer is image %s and the release recorded no digest to pin"
+                                 % (svc, info.get("ref"), info.get("id")))
+        if pins:
+            if self.check and self.tmp_override and self.tmp_override.startswith(copy):
+                with open(self.tmp_override) as handle:
+                    existing = ro.parse_override(handle.read())
+                self.tmp_override = os.path.join(self.module.tmpdir, ro.OVERRIDE_FILE)
+                with open(self.tmp_override, "w") as handle:
+                    handle.write(ro.render_override(ro.merge_override(existing, pins)))
+            else:
+                self.write_override(pins, drop=ro.OVERRIDE_FILE not in target["files"] and self.check)
+            self.say("pinned by digest: %s" % ", ".join("%s=%s" % kv for kv in sorted(pins.items())))
+        return target
+
+    # --- the switch ----------------------------------------------------------------------------
+
+    def switch(self, service, serving, port=None):
+        """Point the service's upstream file at ``serving`` (tested, written atomically, reloaded)."""
+        path = ro.upstream_path(self.p["upstreams_dir"], self.project, service)
+        if not os.path.exists(path):
+            return False
+        with open(path) as handle:
+            before = handle.read()
+        network = ro.upstream_network(serving, ro.listed_ips(before), ro.internal_networks(self.config))
+        addresses = ro.upstream_addresses(serving, network)
+        after = ro.render_upstream(before, addresses, port)
+        if after == before:
+            return False
+        directory = os.path.dirname(path)
+        candidate = os.path.join(directory, ".%s.rollout-candidate" % os.path.basename(path))
+        with open(candidate, "w") as handle:
+            handle.write(after)
+        try:
+            self.run([self.p["nginx_check"], candidate, path], "nginx's test of the new upstream file %s" % path)
+            os.chmod(candidate, 0o644)
+            os.rename(candidate, path)
+        finally:
+            if os.path.exists(candidate):
+                os.unlink(candidate)
+        try:
+            self.run(self.p["nginx_reload"], "reloading nginx")
+        except ro.RolloutError:
+            rel.write_atomic(path, before, 0o644)
+            self.run(self.p["nginx_reload"], "reloading nginx with the previous upstream file", check_rc=False)
+            raise
+        self.say("%s: upstream %s now lists %s (network %s), nginx reloaded" % (service, os.path.basename(path), ", ".join(addresses) or "no replica", network))
+        return True
+
+    # --- gates ---------------------------------------------------------------------------------
+
+    def gate(self, step, new, network):
+        gate = dict(step["gate"])
+        gate["port"] = gate.get("port") or step.get("port")
+        gates = dict((c["id"], ro.Gate(int(gate["retries"]), int(gate["successes"]))) for c in new)
+        names = dict((c["id"], c["name"]) for c in new)
+        latest = dict((c["id"], c) for c in new)
+        while True:
+            pending = [i for i, g in gates.items() if g.status == "pending"]
+            if not pending:
+                break
+            for c in self.inspect(pending):
+                latest[c["id"]] = c
+                g = gates[c["id"]]
+                verdict = ro.container_verdict(c)
+                ip = ro.probe_ip(c, network)
+                if verdict:
+                    status = g.observe(False, verdict, fatal=True)
+                elif gate["type"] == "docker":
+                    ok, detail, fatal = ro.docker_probe(c)
+                    status = g.observe(ok, detail, fatal)
+                elif gate["type"] == "http":
+                    ok, detail = ro.http_probe(http_get, ip, gate)
+                    status = g.observe(ok, detail)
+                elif gate["type"] == "tcp":
+                    ok, detail = ro.tcp_probe(ip, gate["port"], gate["timeout"])
+                    status = g.observe(ok, detail)
+                else:
+                    rc, out, err = self.module.run_command(self.docker("exec", c["id"]) + list(gate["command"]))
+                    detail = "exit code %d%s" % (rc, (": " + (err or out).strip()[-200:]) if (err or out).strip() else "")
+                    status = g.observe(rc == 0, detail)
+                self.say("%s: gate of %s: %s (%s, %d/%d successes, %d/%d failures)"
+                         % (step["service"], c["name"], g.last, status, g.streak, g.successes, g.failures, g.retries))
+            failed = [i for i, g in gates.items() if g.status == "failed"]
+            if failed:
+                return latest[failed[0]], gates[failed[0]], ro.describe_gate(gate, ro.probe_ip(latest[failed[0]], network))
+            if any(g.status == "pending" for g in gates.values()):
+                time.sleep(float(gate["interval"]))
+        for i in names:
+            if i not in latest:
+                latest[i] = {"name": names[i]}
+        return None, None, None
+
+    def gate_failed(self, step, container, gate, probe, new):
+        rc, out, err = self.module.run_command(self.docker("logs", "--tail", str(self.p["log_lines"]), container["id"]))
+        lines = ro.clean_log(out + err, self.p["log_lines"])
+        self.run(self.docker("rm", "-f", *[c["id"] for c in new]), "removing the new replicas that failed their gate", check_rc=False)
+        self.drop_journal()
+        self.say("%s: gate failed on %s (%s), new replicas removed: %s" % (step["service"], container["name"], gate.last, ", ".join(c["name"] for c in new)))
+        self.result["rolled_back"].append(step["service"])
+        raise GateFailed(ro.gate_failure_message(self.project, step["service"], container, probe, gate.last, lines))
+
+    # --- steps ---------------------------------------------------------------------------------
+
+    def wanted(self, service):
+        return [c for c in self.inspect_all() if c["service"] == service and not c["oneoff"]]
+
+    def do_recreate(self, step):
+        self.journal(service=step["service"], phase="started", strategy="recreate", old=[c["id"] for c in step["old"]], new=[])
+        self.say("%s: recreate (%s)" % (step["service"], step["reason"]))
+        self.run(ro.up_recreate_command(self.base(), step["service"], self.p["wait_timeout"], self.p["pull"]),
+                 "docker compose up of service %s" % step["service"])
+        self.drop_journal()
+        running = [c for c in self.wanted(step["service"]) if c["running"]]
+        if step["upstream"]:
+            self.switch(step["service"], running, step["port"])
+        return running
+
+    def do_rolling(self, step):
+        service = step["service"]
+        drain = step["drain_seconds"] if step["drain_seconds"] is not None else self.p["drain_seconds"]
+        all_new = []
+        if step["remove"]:
+            self.run(self.docker("rm", "-f", *[c["id"] for c in step["remove"]]), "removing stopped replicas of %s" % service)
+        for number, batch in enumerate(step["batches"], 1):
+            current = self.inspect_all()
+            before = [c["id"] for c in current]
+            running = [c for c in current if c["service"] == service and not c["oneoff"] and c["running"]]
+            self.journal(service=service, phase="started", strategy="rolling", old=[c["id"] for c in batch], new=[])
+            self.say("%s: batch %d/%d: %d new replica(s) beside %s" % (service, number, len(step["batches"]), len(batch), ", ".join(c["name"] for c in running)))
+            self.run(ro.up_scale_command(self.base(), service, len(running) + len(batch), self.p["pull"]),
+                     "docker compose up --scale of service %s" % service)
+            new = ro.new_containers(before, self.inspect_all(), service)
+            self.journal(service=service, phase="started", strategy="rolling", old=[c["id"] for c in batch], new=[c["id"] for c in new])
+            if not new:
+                raise ro.RolloutError("docker compose up --scale %s=%d created no new replica" % (service, len(running) + len(batch)))
+            upstream = ro.upstream_path(self.p["upstreams_dir"], self.project, service)
+            listed = []
+            if os.path.exists(upstream):
+                with open(upstream) as handle:
+                    listed = ro.listed_ips(handle.read())
+            network = ro.upstream_network(running or new, listed, ro.internal_networks(self.config))
+            container, gate, probe = self.gate(step, new, network)
+            if container is not None:
+                self.gate_failed(step, container, gate, probe, new)
+            self.journal(service=service, phase="switched", strategy="rolling", old=[c["id"] for c in batch], new=[c["id"] for c in new])
+            batch_ids = set(c["id"] for c in batch)
+            serving = [c for c in self.wanted(service) if c["running"] and c["id"] not in batch_ids]
+            try:
+                switched = self.switch(service, serving, step["port"])
+            except ro.RolloutError:
+                self.run(self.docker("rm", "-f", *[c["id"] for c in new]), "removing the new replicas", check_rc=False)
+                self.drop_journal()
+                raise
+            if switched and drain:
+                self.say("%s: draining %s for %ss" % (service, ", ".join(c["name"] for c in batch), drain))
+                time.sleep(float(drain))
+            self.run(self.docker("stop", *[c["id"] for c in batch]), "stopping the old replicas of %s" % service)
+            self.run(self.docker("rm", *[c["id"] for c in batch]), "removing the old replicas of %s" % service)
+            self.drop_journal()
+            self.say("%s: batch %d/%d done: %s replaced by %s" % (service, number, len(step["batches"]), ", ".join(c["name"] for c in batch), ", ".join(c["name"] for c in new)))
+            all_new += new
+        return all_new
+
+    def do_start(self, step):
+        """A rolling service with nothing running: start it, wait, then list it upstream."""
+        if step["remove"]:
+            self.run(self.docker("rm", "-f", *[c["id"] for c in step["remove"]]), "removing stopped replicas of %s" % step["service"])
+        return self.do_recreate(step)
+
+    # --- history -------------------------------------------------------------------------------
+
+    def running_images(self):
+        containers = [c for c in self.inspect_all() if not c["oneoff"] and c["running"]]
+        ids = sorted(set(c["image_id"] for c in containers if c["image_id"]))
+        inspected = {}
+        if ids:
+            rc, out, dummy = self.run(self.docker("image", "inspect", *ids), "docker image inspect", check_rc=False)
+            try:
+                inspected = dict((i["Id"], i) for i in json.loads(out or "[]"))
+            except ValueError:
+                inspected = {}
+        images = {}
+        for c in containers:
+            if c["service"] in images:
+                continue
+            images[c["service"]] = {"ref": c["image"], "id": c["image_id"],
+                                    "digest": ro.image_digest(inspected.get(c["image_id"]) or {}, c["image"])}
+        return images
+
+    def finish_record(self, result):
+        if self.record is None:
+            return
+        self.record["result"] = result
+        if result == "success":
+            self.record["images"] = self.running_images()
+        rel.write_record(self.dir, self.record)
+        self.result["release"] = self.record
+
+    # --- main flow -----------------------------------------------------------------------------
+
+    def execute(self):
+        p = self.p
+        if p["images"] and p["release"]:
+            raise ro.RolloutError("images and release are mutually exclusive: a rollback restores the images of its release")
+        if not os.path.isdir(self.dir):
+            raise ro.RolloutError("project_dir %s does not exist" % self.dir)
+        self.services, self.default_gate = ro.normalise_options(p["services"], p["default_gate"])
+        records, current = rel.read_history(self.dir)
+        self.result["previous_release"] = current
+        if not self.check and (p["release"] is not None or p["images"]):
+            self.take_snapshot(records)
+        if p["release"] is not None:
+            self.apply_release(records, current)
+        if p["images"]:
+            rc, out, dummy = self.run(ro.config_command(self.base()), "docker compose config")
+            known = sorted((json.loads(out).get("services") or {}))
+            unknown = sorted(set(p["images"]) - set(known))
+            if unknown:
+                raise ro.RolloutError("images for unknown services: %s (services: %s)" % (", ".join(unknown), ", ".join(known)))
+            self.write_override(p["images"])
+        self.load()
+        upstreams = [s for s in (self.config.get("services") or {})
+                     if os.path.exists(ro.upstream_path(p["upstreams_dir"], self.project, s))]
+        healthchecks = {}
+        for name, svc in (self.config.get("services") or {}).items():
+            rc, out, dummy = self.module.run_command(self.docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", svc.get("image") or name))
+            if rc == 0:
+                try:
+                    healthchecks[name] = json.loads(out) or {}
+                except ValueError:
+                    pass
+        planned = ro.plan(self.config, self.hashes, self.containers, {
+            "services": self.services, "stateful": p["stateful"], "upstreams": upstreams,
+            "default_gate": self.default_gate, "healthchecks": healthchecks})
+        steps = planned["steps"]
+        self.result["plan"] = dict((s["service"], {"strategy": s["strategy"], "reason": s["reason"]}) for s in steps)
+        self.result["actions"] = ro.planned_actions(steps)
+        if steps:
+            self.result["diff"] = ro.diff(steps, self.containers, self.config)
+        if self.check:
+            names = self.stack_files()
+            root = None
+            if p["release"] is not None:
+                target = self.result.get("target_release")
+                root = os.path.join(rel.releases_dir(self.dir), target)
+                names = [n for n in (self.find_record(records, target) or {}).get("files", [])]
+            self.result["changed"] = bool(steps) or bool(p["images"]) or (
+                rel.matching_release(records, self.checksum(names, root), self.running_images()) is None)
+            return self.result
+        return self.apply(steps, records, current)
+
+    def take_snapshot(self, records):
+        """The stack files as they are before this run changes them, to put back on failure."""
+        names = set(self.stack_files()) | set([ro.OVERRIDE_FILE])
+        for record in records:
+            names |= set(record.get("files") or [])
+        self.snapshot = {}
+        for name in sorted(names):
+            path = os.path.join(self.dir, name)
+            if os.path.isfile(path):
+                with open(path, "rb") as handle:
+                    self.snapshot[name] = (handle.read(), os.stat(path).st_mode & 0o7777)
+            else:
+                self.snapshot[name] = None
+
+    def restore_snapshot(self):
+        if not self.snapshot:
+            return
+        restored = []
+        for name, saved in sorted(self.snapshot.items()):
+            path = os.path.join(self.dir, name)
+            if saved is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+                    restored.append(name)
+                continue
+            current = None
+            if os.path.isfile(path):
+                with open(path, "rb") as handle:
+                    current = handle.read()
+            if current != saved[0]:
+                rel.write_atomic(path, saved[0], saved[1])
+                restored.append(name)
+        if restored:
+            self.say("stack files put back as they were before this run: %s" % ", ".join(restored))
+
+    def find_record(self, records, release):
+        for r in records:
+            if r["id"] == release:
+                return r
+        return None
+
+    def apply(self, steps, records, current):
+        names = self.stack_files()
+        checksum = self.checksum(names)
+        if not steps:
+            match = rel.matching_release(records, checksum, self.running_images())
+            if match is not None:
+                if match["id"] != current:
+                    rel.write_current(self.dir, match["id"])
+                    self.result["changed"] = True
+                self.result["release"] = match
+                return self.result
+        self.record = rel.new_record(utcnow(), checksum, self.who, names, {}, previous=current)
+        self.record["compose_files"] = [f for f in self.files]
+        self.record["env_files"] = [f for f in self.env_files]
+        rel.save_files(self.dir, self.record["id"], names)
+        rel.write_record(self.dir, self.record)
+        self.result["changed"] = True
+        for step in steps:
+            started = time.time()
+            action = self.result["actions"][step["service"]]
+            if step["strategy"] == "rolling":
+                new = self.do_rolling(step)
+            elif step["strategy"] == "start":
+                new = self.do_start(step)
+            else:
+                new = self.do_recreate(step)
+            action["new"] = [c["name"] for c in new]
+            action["seconds"] = round(time.time() - started, 1)
+        self.record["services"] = dict((s, {"strategy": a["strategy"], "from": a["from"], "to": a["to"],
+                                            "old": a["old"], "new": a["new"]}) for s, a in self.result["actions"].items())
+        self.finish_record("success")
+        rel.write_current(self.dir, self.record["id"])
+        records, dummy = rel.read_history(self.dir)
+        prune = rel.to_prune(records, self.p["keep_releases"], self.record["id"])
+        rel.prune(self.dir, prune)
+        if prune:
+            self.say("pruned releases %s" % ", ".join(prune))
+        self.say("release %s recorded (%s)" % (self.record["id"], ", ".join(sorted(self.record["services"])) or "running state"))
+        return self.result
+
+    def main(self):
+        locked = False
+        try:
+            if not self.check:
+                self.acquire()
+                locked = True
+                self.recover()
+            return self.execute()
+        except GateFailed as exc:
+            self.finish_record("rolled_back")
+            self.restore_snapshot()
+            self.result["changed"] = True
+            fail(self.module, str(exc), **self.result)
+        except (ro.RolloutError, rel.ReleaseError, OSError, ValueError) as exc:
+            if self.record is not None:
+                self.finish_record("failed")
+                self.say("failed: %s" % exc)
+            self.restore_snapshot()
+            fail(self.module, "rollout of stack %s failed: %s" % (self.project, exc), **self.result)
+        except Exception as exc:  # pylint: disable=broad-except
+            # A bug must not leave the release "interrupted" nor the lock held: record, then fail.
+            if self.record is not None:
+                self.finish_record("failed")
+            self.restore_snapshot()
+            fail(self.module, "rollout of stack %s failed unexpectedly: %r" % (self.project, exc),
+                 exception=traceback.format_exc(), **self.result)
+        finally:
+            if locked:
+                self.release_lock()
+        return self.result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            project_dir=dict(type="path", required=True),
+            project_name=dict(type="str"),
+            files=dict(type="list", elements="str", default=["compose.yaml"]),
+            env_files=dict(type="list", elements="str", default=[]),
+            images=dict(type="dict"),
+            release=dict(type="str"),
+            services=dict(type="dict", default={}),
+            default_gate=dict(type="dict", default={"type": "docker"}),
+            stateful=dict(type="list", elements="str", default=[]),
+            upstreams_dir=dict(type="path", default="/etc/nginx/composeops/upstreams"),
+            nginx_check=dict(type="path", default="/usr/local/sbin/composeops-nginx-check"),
+            nginx_reload=dict(type="list", elements="str", default=["systemctl", "reload", "nginx"]),
+            drain_seconds=dict(type="float", default=5),
+            wait_timeout=dict(type="int", default=300),
+            pull=dict(type="str", choices=["always", "missing", "never"], default="missing"),
+            lock_dir=dict(type="path", default="/var/lib/composeops/locks"),
+            lock_timeout=dict(type="int", default=60),
+            lock_expiry=dict(type="int", default=1800),
+            keep_releases=dict(type="int", default=10),
+            who=dict(type="str"),
+            log_lines=dict(type="int", default=20),
+            progress_file=dict(type="path"),
+            docker_cli=dict(type="path", default="docker"),
+        ),
+        mutually_exclusive=[["images", "release"]],
+        supports_check_mode=True,
+    )
+    module.exit_json(**Rollout(module).main())
+
+
+if __name__ == "__main__":
+    main()
