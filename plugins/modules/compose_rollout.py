@@ -17,13 +17,13 @@ description:
     C(com.docker.compose.config-hash) label differs from C(docker compose config --hash), or it has
     no running container) is updated in dependency order, with one of two strategies.
   - C(rolling) (default for a service with an upstream file C(<upstreams_dir>/<project>_<service>.conf)
-    of the P(composeops.platform.reverse_proxy#role) role): new replicas start beside the old ones
+    of the P(composeops.platform.reverse_proxy#role) role) - new replicas start beside the old ones
     (C(up --no-recreate --scale)), each is health-gated, then the upstream file lists the new ones
     only (tested with O(nginx_check), nginx reloaded), the old ones drain for O(drain_seconds) and
     are stopped with their own stop grace period. A failed gate removes the new replicas; the old
     ones never left the upstream; the module fails naming the service, the container, the probe,
     its health log and last log lines.
-  - C(recreate) (every other service: databases, caches, workers): C(up --wait) of that service.
+  - C(recreate) (every other service, for example databases, caches, workers) - C(up --wait) of that service.
   - A per-stack lock (C(<lock_dir>/<project>.lock)) serialises rollouts; a lock whose holder died,
     whose host rebooted, or which expired is taken over with a warning.
   - A journal (C(<project_dir>/.releases/journal.json)) is written before each irreversible step;
@@ -32,7 +32,7 @@ description:
   - Every run records a release in C(<project_dir>/.releases/) (id, time, who, result, checksum of
     the stack files, image ids and digests, a copy of the files) unless the running state is
     recorded already. O(release) rolls back to an earlier one, which is itself a gated rollout.
-  - Never passes C(--no-deps) to Compose 2.26: the replicas it creates would carry a config hash
+  - Never passes C(--no-deps) to Compose 2.26, as the replicas it creates would carry a config hash
     without the service's C(depends_on), and the next plain C(docker compose up) would recreate them.
 author: composeops developers (@composeops)
 options:
@@ -55,7 +55,7 @@ options:
     default: []
   images:
     description:
-      - New image per service (C({svc: ref})), a tag or a digest. Written to
+      - New image per service (service name to image reference, with a tag or a digest). Written to
         C(<project_dir>/compose.rollout.yaml) (merged with an existing one).
       - Mutually exclusive with O(release).
     type: dict
@@ -67,10 +67,9 @@ options:
     type: str
   services:
     description:
-      - Per service C({strategy: rolling|recreate, surge, gate, drain_seconds, port}). O(services[].surge)
-        is the batch size (default all current replicas at once); O(services[].port) is the container
-        port of the upstream servers and of http/tcp gates.
-      - C(gate) as O(default_gate).
+      - Per service name, a dict with the keys C(strategy) (C(rolling) or C(recreate)), C(surge) (the
+        batch size, default all current replicas at once), C(gate) (as O(default_gate)),
+        C(drain_seconds) and C(port) (the container port of the upstream servers and of http/tcp gates).
     type: dict
     default: {}
   default_gate:
