@@ -220,6 +220,10 @@ progress:
   returned: always
   type: list
   elements: str
+target_release:
+  description: Id of the release O(release) selected.
+  returned: when O(release) is set
+  type: str
 plan:
   description: Per service the planned strategy and the reason.
   returned: always
@@ -309,6 +313,8 @@ class Rollout(object):
         self.tmp_override = None
         self.config = {}
         self.snapshot = None
+        self.done = []  # services this run changed (a batch switched, a recreate done)
+        self.pre_run_current = None
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -365,7 +371,7 @@ class Rollout(object):
         return rel.files_checksum(contents)
 
     def inspect_all(self):
-        rc, out, dummy = self.run(ro.ps_command(self.p["docker_cli"], self.project), "docker ps")
+        out = self.run(ro.ps_command(self.p["docker_cli"], self.project), "docker ps")[1]
         ids = ro.parse_ps_ids(out)
         if not ids:
             return []
@@ -380,10 +386,8 @@ class Rollout(object):
         return ro.parse_inspect(out or "[]")
 
     def load(self):
-        rc, out, dummy = self.run(ro.config_command(self.base()), "docker compose config")
-        self.config = json.loads(out)
-        rc, out, dummy = self.run(ro.hash_command(self.base()), "docker compose config --hash")
-        self.hashes = ro.parse_config_hash(out)
+        self.config = json.loads(self.run(ro.config_command(self.base()), "docker compose config")[1])
+        self.hashes = ro.parse_config_hash(self.run(ro.hash_command(self.base()), "docker compose config --hash")[1])
         self.containers = self.inspect_all()
 
     def journal_path(self):
@@ -423,7 +427,7 @@ class Rollout(object):
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             except OSError as exc:
                 if exc.errno != 17:  # EEXIST
-                    raise ro.RolloutError("cannot create the lock %s: %s" % (path, exc))
+                    raise ro.RolloutError("cannot create the lock %s: %s" % (path, exc)) from None
             else:
                 with os.fdopen(fd, "w") as handle:
                     handle.write(json.dumps(payload))
@@ -661,7 +665,7 @@ class Rollout(object):
         return None, None, None
 
     def gate_failed(self, step, container, gate, probe, new):
-        rc, out, err = self.module.run_command(self.docker("logs", "--tail", str(self.p["log_lines"]), container["id"]))
+        dummy, out, err = self.module.run_command(self.docker("logs", "--tail", str(self.p["log_lines"]), container["id"]))
         lines = ro.clean_log(out + err, self.p["log_lines"])
         self.run(self.docker("rm", "-f", *[c["id"] for c in new]), "removing the new replicas that failed their gate", check_rc=False)
         self.drop_journal()
@@ -680,6 +684,7 @@ class Rollout(object):
         self.run(ro.up_recreate_command(self.base(), step["service"], self.p["wait_timeout"], self.p["pull"]),
                  "docker compose up of service %s" % step["service"])
         self.drop_journal()
+        self.mark_done(step["service"])
         running = [c for c in self.wanted(step["service"]) if c["running"]]
         if step["upstream"]:
             self.switch(step["service"], running, step["port"])
@@ -727,6 +732,7 @@ class Rollout(object):
             self.run(self.docker("stop", *[c["id"] for c in batch]), "stopping the old replicas of %s" % service)
             self.run(self.docker("rm", *[c["id"] for c in batch]), "removing the old replicas of %s" % service)
             self.drop_journal()
+            self.mark_done(service)
             self.say("%s: batch %d/%d done: %s replaced by %s" % (service, number, len(step["batches"]), ", ".join(c["name"] for c in batch), ", ".join(c["name"] for c in new)))
             all_new += new
         return all_new
@@ -744,7 +750,7 @@ class Rollout(object):
         ids = sorted(set(c["image_id"] for c in containers if c["image_id"]))
         inspected = {}
         if ids:
-            rc, out, dummy = self.run(self.docker("image", "inspect", *ids), "docker image inspect", check_rc=False)
+            out = self.run(self.docker("image", "inspect", *ids), "docker image inspect", check_rc=False)[1]
             try:
                 inspected = dict((i["Id"], i) for i in json.loads(out or "[]"))
             except ValueError:
@@ -777,32 +783,20 @@ class Rollout(object):
         self.services, self.default_gate = ro.normalise_options(p["services"], p["default_gate"])
         records, current = rel.read_history(self.dir)
         self.result["previous_release"] = current
+        self.pre_run_current = self.find_record(records, current)
         if not self.check and (p["release"] is not None or p["images"]):
             self.take_snapshot(records)
         if p["release"] is not None:
             self.apply_release(records, current)
         if p["images"]:
-            rc, out, dummy = self.run(ro.config_command(self.base()), "docker compose config")
+            out = self.run(ro.config_command(self.base()), "docker compose config")[1]
             known = sorted((json.loads(out).get("services") or {}))
             unknown = sorted(set(p["images"]) - set(known))
             if unknown:
                 raise ro.RolloutError("images for unknown services: %s (services: %s)" % (", ".join(unknown), ", ".join(known)))
             self.write_override(p["images"])
         self.load()
-        upstreams = [s for s in (self.config.get("services") or {})
-                     if os.path.exists(ro.upstream_path(p["upstreams_dir"], self.project, s))]
-        healthchecks = {}
-        for name, svc in (self.config.get("services") or {}).items():
-            rc, out, dummy = self.module.run_command(self.docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", svc.get("image") or name))
-            if rc == 0:
-                try:
-                    healthchecks[name] = json.loads(out) or {}
-                except ValueError:
-                    pass
-        planned = ro.plan(self.config, self.hashes, self.containers, {
-            "services": self.services, "stateful": p["stateful"], "upstreams": upstreams,
-            "default_gate": self.default_gate, "healthchecks": healthchecks})
-        steps = planned["steps"]
+        steps = self.plan_steps()
         self.result["plan"] = dict((s["service"], {"strategy": s["strategy"], "reason": s["reason"]}) for s in steps)
         self.result["actions"] = ro.planned_actions(steps)
         if steps:
@@ -818,6 +812,39 @@ class Rollout(object):
                 rel.matching_release(records, self.checksum(names, root), self.running_images()) is None)
             return self.result
         return self.apply(steps, records, current)
+
+    def mark_done(self, service):
+        if service not in self.done:
+            self.done.append(service)
+
+    def revert(self):
+        """After a failed gate, put the services this run already changed back to the release that
+        was current before it (a gated rollout from that release's copy of the files, the project
+        files untouched), so that no service is left half on the new version. Returns a sentence."""
+        if not self.done:
+            return ""
+        before = self.pre_run_current
+        if not before:
+            return ("\nServices %s were already updated by this run and stay so: no earlier release is recorded "
+                    "to return to." % ", ".join(self.done))
+        copy = os.path.join(rel.releases_dir(self.dir), before["id"])
+        names = before.get("files") or []
+        envs = before.get("env_files") or []
+        self.files = [os.path.join(copy, f) for f in (before.get("compose_files") or
+                                                       [n for n in names if n not in envs and n != ro.OVERRIDE_FILE])]
+        self.env_files = [os.path.join(copy, f) for f in envs]
+        self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE) if ro.OVERRIDE_FILE in names else None
+        self.record = None
+        done, self.done = list(self.done), []
+        self.say("putting %s back to release %s" % (", ".join(done), before["id"]))
+        try:
+            self.load()
+            steps = self.plan_steps()
+            for step in steps:
+                self.run_step(step, {})
+        except (GateFailed, ro.RolloutError, OSError, ValueError) as exc:
+            return ("\nPutting %s back to release %s failed too: %s" % (", ".join(done), before["id"], exc))
+        return "\nServices %s, already updated by this run, were put back to release %s." % (", ".join(done), before["id"])
 
     def take_snapshot(self, records):
         """The stack files as they are before this run changes them, to put back on failure."""
@@ -854,6 +881,33 @@ class Rollout(object):
         if restored:
             self.say("stack files put back as they were before this run: %s" % ", ".join(restored))
 
+    def plan_steps(self):
+        p = self.p
+        upstreams = [s for s in (self.config.get("services") or {})
+                     if os.path.exists(ro.upstream_path(p["upstreams_dir"], self.project, s))]
+        healthchecks = {}
+        for name, svc in (self.config.get("services") or {}).items():
+            rc, out, dummy = self.module.run_command(self.docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", svc.get("image") or name))
+            if rc == 0:
+                try:
+                    healthchecks[name] = json.loads(out) or {}
+                except ValueError:
+                    pass
+        return ro.plan(self.config, self.hashes, self.containers, {
+            "services": self.services, "stateful": p["stateful"], "upstreams": upstreams,
+            "default_gate": self.default_gate, "healthchecks": healthchecks})["steps"]
+
+    def run_step(self, step, action):
+        started = time.time()
+        if step["strategy"] == "rolling":
+            new = self.do_rolling(step)
+        elif step["strategy"] == "start":
+            new = self.do_start(step)
+        else:
+            new = self.do_recreate(step)
+        action["new"] = [c["name"] for c in new]
+        action["seconds"] = round(time.time() - started, 1)
+
     def find_record(self, records, release):
         for r in records:
             if r["id"] == release:
@@ -878,16 +932,7 @@ class Rollout(object):
         rel.write_record(self.dir, self.record)
         self.result["changed"] = True
         for step in steps:
-            started = time.time()
-            action = self.result["actions"][step["service"]]
-            if step["strategy"] == "rolling":
-                new = self.do_rolling(step)
-            elif step["strategy"] == "start":
-                new = self.do_start(step)
-            else:
-                new = self.do_recreate(step)
-            action["new"] = [c["name"] for c in new]
-            action["seconds"] = round(time.time() - started, 1)
+            self.run_step(step, self.result["actions"][step["service"]])
         self.record["services"] = dict((s, {"strategy": a["strategy"], "from": a["from"], "to": a["to"],
                                             "old": a["old"], "new": a["new"]}) for s, a in self.result["actions"].items())
         self.finish_record("success")
@@ -912,7 +957,7 @@ class Rollout(object):
             self.finish_record("rolled_back")
             self.restore_snapshot()
             self.result["changed"] = True
-            fail(self.module, str(exc), **self.result)
+            fail(self.module, str(exc) + self.revert(), **self.result)
         except (ro.RolloutError, rel.ReleaseError, OSError, ValueError) as exc:
             if self.record is not None:
                 self.finish_record("failed")
