@@ -701,7 +701,8 @@ class Rollout(object):
             before = [c["id"] for c in current]
             running = [c for c in current if c["service"] == service and not c["oneoff"] and c["running"]]
             self.journal(service=service, phase="started", strategy="rolling", old=[c["id"] for c in batch], new=[])
-            self.say("%s: batch %d/%d: %d new replica(s) beside %s" % (service, number, len(step["batches"]), len(batch), ", ".join(c["name"] for c in running)))
+            self.say("%s: batch %d/%d: %d new replica(s) beside %s"
+                     % (service, number, len(step["batches"]), len(batch), ", ".join(c["name"] for c in running)))
             self.run(ro.up_scale_command(self.base(), service, len(running) + len(batch), self.p["pull"]),
                      "docker compose up --scale of service %s" % service)
             new = ro.new_containers(before, self.inspect_all(), service)
@@ -733,7 +734,9 @@ class Rollout(object):
             self.run(self.docker("rm", *[c["id"] for c in batch]), "removing the old replicas of %s" % service)
             self.drop_journal()
             self.mark_done(service)
-            self.say("%s: batch %d/%d done: %s replaced by %s" % (service, number, len(step["batches"]), ", ".join(c["name"] for c in batch), ", ".join(c["name"] for c in new)))
+            replaced = ", ".join(c["name"] for c in batch)
+            self.say("%s: batch %d/%d done: %s replaced by %s"
+                     % (service, number, len(step["batches"]), replaced, ", ".join(c["name"] for c in new)))
             all_new += new
         return all_new
 
@@ -807,7 +810,7 @@ class Rollout(object):
             if p["release"] is not None:
                 target = self.result.get("target_release")
                 root = os.path.join(rel.releases_dir(self.dir), target)
-                names = [n for n in (self.find_record(records, target) or {}).get("files", [])]
+                names = list((self.find_record(records, target) or {}).get("files", []))
             self.result["changed"] = bool(steps) or bool(p["images"]) or (
                 rel.matching_release(records, self.checksum(names, root), self.running_images()) is None)
             return self.result
@@ -830,8 +833,8 @@ class Rollout(object):
         copy = os.path.join(rel.releases_dir(self.dir), before["id"])
         names = before.get("files") or []
         envs = before.get("env_files") or []
-        self.files = [os.path.join(copy, f) for f in (before.get("compose_files") or
-                                                       [n for n in names if n not in envs and n != ro.OVERRIDE_FILE])]
+        compose_files = before.get("compose_files") or [n for n in names if n not in envs and n != ro.OVERRIDE_FILE]
+        self.files = [os.path.join(copy, f) for f in compose_files]
         self.env_files = [os.path.join(copy, f) for f in envs]
         self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE) if ro.OVERRIDE_FILE in names else None
         self.record = None
@@ -926,8 +929,8 @@ class Rollout(object):
                 self.result["release"] = match
                 return self.result
         self.record = rel.new_record(utcnow(), checksum, self.who, names, {}, previous=current)
-        self.record["compose_files"] = [f for f in self.files]
-        self.record["env_files"] = [f for f in self.env_files]
+        self.record["compose_files"] = list(self.files)
+        self.record["env_files"] = list(self.env_files)
         rel.save_files(self.dir, self.record["id"], names)
         rel.write_record(self.dir, self.record)
         self.result["changed"] = True

@@ -169,7 +169,7 @@ def test_plan_new_service_is_started():
 
 
 def test_plan_after_the_switch_is_unchanged_for_web():
-    after = [c for c in _containers("after")]
+    after = _containers("after")
     result = ro.plan(_config("v2"), _hashes("v2"), after, {"upstreams": ["web"]})
     assert "web" in result["unchanged"]
 
@@ -240,7 +240,7 @@ def test_gate_needs_consecutive_successes():
 
 def test_gate_tolerates_retries_failures_then_fails():
     gate = ro.Gate(retries=2, successes=1)
-    assert [gate.observe(False, "refused") for _ in range(3)] == ["pending", "pending", "failed"]
+    assert [gate.observe(False, "refused") for dummy in range(3)] == ["pending", "pending", "failed"]
     assert gate.last == "refused"
 
 
@@ -617,3 +617,28 @@ def test_module_takes_over_a_dead_lock(monkeypatch, stack, tmp_path):
 def test_release_info_unknown_release(monkeypatch, stack):
     exc, dummy = _run(monkeypatch, compose_release_info, {"project_dir": stack["project_dir"], "release": "x"}, [])
     assert exc.failed and exc.result["msg"].endswith("unknown release 'x'; available releases: none")
+
+
+def test_addresses_equal_the_role_replicas_expression():
+    """roles/reverse_proxy/vars/main.yml's _reverse_proxy_replicas, evaluated on the recorded
+    `docker inspect` of the project after the rollout, lists the same addresses in the same
+    order as the module writes: the role's next run renders the same bytes."""
+    import ast
+    import yaml
+
+    source = yaml.safe_load((ROOT / "roles" / "reverse_proxy" / "vars" / "main.yml").read_text(encoding="utf-8"))
+    env = jinja2.Environment()
+    env.filters["from_json"] = json.loads
+    env.filters["dict2items"] = lambda d: [{"key": k, "value": v} for k, v in d.items()]
+    inspect = _read("inspect_scaled.json")
+    internal = ro.internal_networks(_config("v2"))
+    for network in ("", "back"):
+        rendered = env.from_string(source["_reverse_proxy_replicas"]).render(
+            __reverse_proxy_containers={"stdout": inspect},
+            _reverse_proxy_services=[{"upstream": "rodemo_web", "network": network, "port": 8000}],
+            _reverse_proxy_internal_networks=internal)
+        role = ast.literal_eval(rendered.strip())["rodemo_web"]
+        web = [c for c in ro.parse_inspect(inspect) if c["service"] == "web"]
+        chosen = ro.upstream_network(web, role, internal)
+        assert chosen == ("rodemo_back" if network else "rodemo_front")
+        assert ro.upstream_addresses(web, chosen) == role
