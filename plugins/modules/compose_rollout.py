@@ -313,6 +313,7 @@ class Rollout(object):
         self.tmp_override = None
         self.config = {}
         self.snapshot = None
+        self.override_changed = False
         self.done = []  # services this run changed (a batch switched, a recreate done)
         self.pre_run_current = None
 
@@ -335,7 +336,10 @@ class Rollout(object):
             self.progress_file = ""
 
     def run(self, argv, what, check_rc=True):
-        rc, out, err = self.module.run_command(argv)
+        try:
+            rc, out, err = self.module.run_command(argv, handle_exceptions=False)
+        except (OSError, IOError) as exc:
+            raise ro.RolloutError("%s failed: cannot run %s: %s" % (what, argv[0], exc)) from None
         if check_rc and rc != 0:
             raise ro.RolloutError("%s failed (exit code %d, command: %s): %s"
                                   % (what, rc, " ".join(argv), (err or out).strip()[-2000:]))
@@ -347,8 +351,10 @@ class Rollout(object):
     def base(self):
         files = list(self.files)
         override = os.path.join(self.dir, ro.OVERRIDE_FILE)
-        if self.tmp_override:
+        if self.tmp_override:  # a copy elsewhere (check mode, a release's files copy)
             files = [f for f in files if f != ro.OVERRIDE_FILE] + [self.tmp_override]
+        elif self.tmp_override == "":  # the release in use has none
+            files = [f for f in files if f != ro.OVERRIDE_FILE]
         elif os.path.exists(override) and ro.OVERRIDE_FILE not in files:
             files.append(ro.OVERRIDE_FILE)
         return ro.compose_base(self.p["docker_cli"], self.project, self.dir, files, self.env_files)
@@ -538,6 +544,11 @@ class Rollout(object):
             with open(path) as handle:
                 existing = ro.parse_override(handle.read())
         text = ro.render_override(ro.merge_override(existing, images))
+        before = None
+        if os.path.exists(path):
+            with open(path) as handle:
+                before = handle.read()
+        self.override_changed = self.override_changed or text != before
         if self.check:
             self.tmp_override = os.path.join(self.module.tmpdir, ro.OVERRIDE_FILE)
             with open(self.tmp_override, "w") as handle:
@@ -556,8 +567,7 @@ class Rollout(object):
         if self.check:
             self.files = [os.path.join(copy, f) for f in files]
             self.env_files = [os.path.join(copy, f) for f in envs]
-            if ro.OVERRIDE_FILE in target["files"]:
-                self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE)
+            self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE) if ro.OVERRIDE_FILE in target["files"] else ""
         else:
             rel.restore_files(self.dir, target["id"], target["files"])
             override = os.path.join(self.dir, ro.OVERRIDE_FILE)
@@ -575,14 +585,16 @@ class Rollout(object):
                 self.module.warn("service %s: %s no longer is image %s and the release recorded no digest to pin"
                                  % (svc, info.get("ref"), info.get("id")))
         if pins:
-            if self.check and self.tmp_override and self.tmp_override.startswith(copy):
-                with open(self.tmp_override) as handle:
-                    existing = ro.parse_override(handle.read())
+            if self.check:
+                existing = {}
+                if self.tmp_override:
+                    with open(self.tmp_override) as handle:
+                        existing = ro.parse_override(handle.read())
                 self.tmp_override = os.path.join(self.module.tmpdir, ro.OVERRIDE_FILE)
                 with open(self.tmp_override, "w") as handle:
                     handle.write(ro.render_override(ro.merge_override(existing, pins)))
             else:
-                self.write_override(pins, drop=ro.OVERRIDE_FILE not in target["files"] and self.check)
+                self.write_override(pins)
             self.say("pinned by digest: %s" % ", ".join("%s=%s" % kv for kv in sorted(pins.items())))
         return target
 
@@ -649,7 +661,7 @@ class Rollout(object):
                     ok, detail = ro.tcp_probe(ip, gate["port"], gate["timeout"])
                     status = g.observe(ok, detail)
                 else:
-                    rc, out, err = self.module.run_command(self.docker("exec", c["id"]) + list(gate["command"]))
+                    rc, out, err = self.run(self.docker("exec", c["id"]) + list(gate["command"]), "the gate command", check_rc=False)
                     detail = "exit code %d%s" % (rc, (": " + (err or out).strip()[-200:]) if (err or out).strip() else "")
                     status = g.observe(rc == 0, detail)
                 self.say("%s: gate of %s: %s (%s, %d/%d successes, %d/%d failures)"
@@ -665,7 +677,7 @@ class Rollout(object):
         return None, None, None
 
     def gate_failed(self, step, container, gate, probe, new):
-        dummy, out, err = self.module.run_command(self.docker("logs", "--tail", str(self.p["log_lines"]), container["id"]))
+        dummy, out, err = self.run(self.docker("logs", "--tail", str(self.p["log_lines"]), container["id"]), "docker logs", check_rc=False)
         lines = ro.clean_log(out + err, self.p["log_lines"])
         self.run(self.docker("rm", "-f", *[c["id"] for c in new]), "removing the new replicas that failed their gate", check_rc=False)
         self.drop_journal()
@@ -811,7 +823,7 @@ class Rollout(object):
                 target = self.result.get("target_release")
                 root = os.path.join(rel.releases_dir(self.dir), target)
                 names = list((self.find_record(records, target) or {}).get("files", []))
-            self.result["changed"] = bool(steps) or bool(p["images"]) or (
+            self.result["changed"] = bool(steps) or self.override_changed or (
                 rel.matching_release(records, self.checksum(names, root), self.running_images()) is None)
             return self.result
         return self.apply(steps, records, current)
@@ -836,7 +848,7 @@ class Rollout(object):
         compose_files = before.get("compose_files") or [n for n in names if n not in envs and n != ro.OVERRIDE_FILE]
         self.files = [os.path.join(copy, f) for f in compose_files]
         self.env_files = [os.path.join(copy, f) for f in envs]
-        self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE) if ro.OVERRIDE_FILE in names else None
+        self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE) if ro.OVERRIDE_FILE in names else ""
         self.record = None
         done, self.done = list(self.done), []
         self.say("putting %s back to release %s" % (", ".join(done), before["id"]))
@@ -890,7 +902,8 @@ class Rollout(object):
                      if os.path.exists(ro.upstream_path(p["upstreams_dir"], self.project, s))]
         healthchecks = {}
         for name, svc in (self.config.get("services") or {}).items():
-            rc, out, dummy = self.module.run_command(self.docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", svc.get("image") or name))
+            rc, out, dummy = self.run(self.docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", svc.get("image") or name),
+                                      "docker image inspect", check_rc=False)
             if rc == 0:
                 try:
                     healthchecks[name] = json.loads(out) or {}
@@ -966,7 +979,7 @@ class Rollout(object):
                 self.finish_record("failed")
                 self.say("failed: %s" % exc)
             self.restore_snapshot()
-            fail(self.module, "rollout of stack %s failed: %s" % (self.project, exc), **self.result)
+            fail(self.module, "rollout of stack %s failed: %s%s" % (self.project, exc, self.revert()), **self.result)
         except Exception as exc:  # pylint: disable=broad-except
             # A bug must not leave the release "interrupted" nor the lock held: record, then fail.
             if self.record is not None:
