@@ -264,7 +264,8 @@ def save_files(project_dir, release, names):
     ensure_dir(target)
     for name in names:
         dest = os.path.join(target, name)
-        ensure_dir(os.path.dirname(dest)) if os.path.dirname(name) else None
+        if os.path.dirname(name):
+            ensure_dir(os.path.dirname(dest))
         with open(os.path.join(project_dir, name), "rb") as handle:
             write_atomic(dest, handle.read(), 0o600)
 

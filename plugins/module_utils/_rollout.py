@@ -218,7 +218,7 @@ def _coerce(where, key, value, kind):
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise RolloutError("%s.%s must be a number (got %r)" % (where, key, value))
+        raise RolloutError("%s.%s must be a number (got %r)" % (where, key, value)) from None
 
 
 def normalise_options(services, default_gate):
@@ -660,7 +660,7 @@ def parse_override(text):
     try:
         import yaml  # pylint: disable=import-outside-toplevel
     except ImportError:
-        raise RolloutError("%s is not JSON and PyYAML is missing to read it" % OVERRIDE_FILE)
+        raise RolloutError("%s is not JSON and PyYAML is missing to read it" % OVERRIDE_FILE) from None
     return yaml.safe_load(body) or {}
 
 

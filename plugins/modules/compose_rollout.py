@@ -17,13 +17,13 @@ description:
     C(com.docker.compose.config-hash) label differs from C(docker compose config --hash), or it has
     no running container) is updated in dependency order, with one of two strategies.
   - C(rolling) (default for a service with an upstream file C(<upstreams_dir>/<project>_<service>.conf)
-    of the P(composeops.platform.reverse_proxy#role) role): new replicas start beside the old ones
+    of the P(composeops.platform.reverse_proxy#role) role) - new replicas start beside the old ones
     (C(up --no-recreate --scale)), each is health-gated, then the upstream file lists the new ones
     only (tested with O(nginx_check), nginx reloaded), the old ones drain for O(drain_seconds) and
     are stopped with their own stop grace period. A failed gate removes the new replicas; the old
     ones never left the upstream; the module fails naming the service, the container, the probe,
     its health log and last log lines.
-  - C(recreate) (every other service: databases, caches, workers): C(up --wait) of that service.
+  - C(recreate) (every other service, for example databases, caches, workers) - C(up --wait) of that service.
   - A per-stack lock (C(<lock_dir>/<project>.lock)) serialises rollouts; a lock whose holder died,
     whose host rebooted, or which expired is taken over with a warning.
   - A journal (C(<project_dir>/.releases/journal.json)) is written before each irreversible step;
@@ -32,7 +32,7 @@ description:
   - Every run records a release in C(<project_dir>/.releases/) (id, time, who, result, checksum of
     the stack files, image ids and digests, a copy of the files) unless the running state is
     recorded already. O(release) rolls back to an earlier one, which is itself a gated rollout.
-  - Never passes C(--no-deps) to Compose 2.26: the replicas it creates would carry a config hash
+  - Never passes C(--no-deps) to Compose 2.26, as the replicas it creates would carry a config hash
     without the service's C(depends_on), and the next plain C(docker compose up) would recreate them.
 author: composeops developers (@composeops)
 options:
@@ -55,7 +55,7 @@ options:
     default: []
   images:
     description:
-      - New image per service (C({svc: ref})), a tag or a digest. Written to
+      - New image per service (service name to image reference, with a tag or a digest). Written to
         C(<project_dir>/compose.rollout.yaml) (merged with an existing one).
       - Mutually exclusive with O(release).
     type: dict
@@ -67,10 +67,9 @@ options:
     type: str
   services:
     description:
-      - Per service C({strategy: rolling|recreate, surge, gate, drain_seconds, port}). O(services[].surge)
-        is the batch size (default all current replicas at once); O(services[].port) is the container
-        port of the upstream servers and of http/tcp gates.
-      - C(gate) as O(default_gate).
+      - Per service name, a dict with the keys C(strategy) (C(rolling) or C(recreate)), C(surge) (the
+        batch size, default all current replicas at once), C(gate) (as O(default_gate)),
+        C(drain_seconds) and C(port) (the container port of the upstream servers and of http/tcp gates).
     type: dict
     default: {}
   default_gate:
@@ -221,6 +220,10 @@ progress:
   returned: always
   type: list
   elements: str
+target_release:
+  description: Id of the release O(release) selected.
+  returned: when O(release) is set
+  type: str
 plan:
   description: Per service the planned strategy and the reason.
   returned: always
@@ -310,6 +313,9 @@ class Rollout(object):
         self.tmp_override = None
         self.config = {}
         self.snapshot = None
+        self.override_changed = False
+        self.done = []  # services this run changed (a batch switched, a recreate done)
+        self.pre_run_current = None
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -330,7 +336,10 @@ class Rollout(object):
             self.progress_file = ""
 
     def run(self, argv, what, check_rc=True):
-        rc, out, err = self.module.run_command(argv)
+        try:
+            rc, out, err = self.module.run_command(argv, handle_exceptions=False)
+        except (OSError, IOError) as exc:
+            raise ro.RolloutError("%s failed: cannot run %s: %s" % (what, argv[0], exc)) from None
         if check_rc and rc != 0:
             raise ro.RolloutError("%s failed (exit code %d, command: %s): %s"
                                   % (what, rc, " ".join(argv), (err or out).strip()[-2000:]))
@@ -342,8 +351,10 @@ class Rollout(object):
     def base(self):
         files = list(self.files)
         override = os.path.join(self.dir, ro.OVERRIDE_FILE)
-        if self.tmp_override:
+        if self.tmp_override:  # a copy elsewhere (check mode, a release's files copy)
             files = [f for f in files if f != ro.OVERRIDE_FILE] + [self.tmp_override]
+        elif self.tmp_override == "":  # the release in use has none
+            files = [f for f in files if f != ro.OVERRIDE_FILE]
         elif os.path.exists(override) and ro.OVERRIDE_FILE not in files:
             files.append(ro.OVERRIDE_FILE)
         return ro.compose_base(self.p["docker_cli"], self.project, self.dir, files, self.env_files)
@@ -366,7 +377,7 @@ class Rollout(object):
         return rel.files_checksum(contents)
 
     def inspect_all(self):
-        rc, out, dummy = self.run(ro.ps_command(self.p["docker_cli"], self.project), "docker ps")
+        out = self.run(ro.ps_command(self.p["docker_cli"], self.project), "docker ps")[1]
         ids = ro.parse_ps_ids(out)
         if not ids:
             return []
@@ -381,10 +392,8 @@ class Rollout(object):
         return ro.parse_inspect(out or "[]")
 
     def load(self):
-        rc, out, dummy = self.run(ro.config_command(self.base()), "docker compose config")
-        self.config = json.loads(out)
-        rc, out, dummy = self.run(ro.hash_command(self.base()), "docker compose config --hash")
-        self.hashes = ro.parse_config_hash(out)
+        self.config = json.loads(self.run(ro.config_command(self.base()), "docker compose config")[1])
+        self.hashes = ro.parse_config_hash(self.run(ro.hash_command(self.base()), "docker compose config --hash")[1])
         self.containers = self.inspect_all()
 
     def journal_path(self):
@@ -424,7 +433,7 @@ class Rollout(object):
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             except OSError as exc:
                 if exc.errno != 17:  # EEXIST
-                    raise ro.RolloutError("cannot create the lock %s: %s" % (path, exc))
+                    raise ro.RolloutError("cannot create the lock %s: %s" % (path, exc)) from None
             else:
                 with os.fdopen(fd, "w") as handle:
                     handle.write(json.dumps(payload))
@@ -535,6 +544,11 @@ class Rollout(object):
             with open(path) as handle:
                 existing = ro.parse_override(handle.read())
         text = ro.render_override(ro.merge_override(existing, images))
+        before = None
+        if os.path.exists(path):
+            with open(path) as handle:
+                before = handle.read()
+        self.override_changed = self.override_changed or text != before
         if self.check:
             self.tmp_override = os.path.join(self.module.tmpdir, ro.OVERRIDE_FILE)
             with open(self.tmp_override, "w") as handle:
@@ -553,8 +567,7 @@ class Rollout(object):
         if self.check:
             self.files = [os.path.join(copy, f) for f in files]
             self.env_files = [os.path.join(copy, f) for f in envs]
-            if ro.OVERRIDE_FILE in target["files"]:
-                self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE)
+            self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE) if ro.OVERRIDE_FILE in target["files"] else ""
         else:
             rel.restore_files(self.dir, target["id"], target["files"])
             override = os.path.join(self.dir, ro.OVERRIDE_FILE)
@@ -572,14 +585,16 @@ class Rollout(object):
                 self.module.warn("service %s: %s no longer is image %s and the release recorded no digest to pin"
                                  % (svc, info.get("ref"), info.get("id")))
         if pins:
-            if self.check and self.tmp_override and self.tmp_override.startswith(copy):
-                with open(self.tmp_override) as handle:
-                    existing = ro.parse_override(handle.read())
+            if self.check:
+                existing = {}
+                if self.tmp_override:
+                    with open(self.tmp_override) as handle:
+                        existing = ro.parse_override(handle.read())
                 self.tmp_override = os.path.join(self.module.tmpdir, ro.OVERRIDE_FILE)
                 with open(self.tmp_override, "w") as handle:
                     handle.write(ro.render_override(ro.merge_override(existing, pins)))
             else:
-                self.write_override(pins, drop=ro.OVERRIDE_FILE not in target["files"] and self.check)
+                self.write_override(pins)
             self.say("pinned by digest: %s" % ", ".join("%s=%s" % kv for kv in sorted(pins.items())))
         return target
 
@@ -646,7 +661,7 @@ class Rollout(object):
                     ok, detail = ro.tcp_probe(ip, gate["port"], gate["timeout"])
                     status = g.observe(ok, detail)
                 else:
-                    rc, out, err = self.module.run_command(self.docker("exec", c["id"]) + list(gate["command"]))
+                    rc, out, err = self.run(self.docker("exec", c["id"]) + list(gate["command"]), "the gate command", check_rc=False)
                     detail = "exit code %d%s" % (rc, (": " + (err or out).strip()[-200:]) if (err or out).strip() else "")
                     status = g.observe(rc == 0, detail)
                 self.say("%s: gate of %s: %s (%s, %d/%d successes, %d/%d failures)"
@@ -662,7 +677,7 @@ class Rollout(object):
         return None, None, None
 
     def gate_failed(self, step, container, gate, probe, new):
-        rc, out, err = self.module.run_command(self.docker("logs", "--tail", str(self.p["log_lines"]), container["id"]))
+        dummy, out, err = self.run(self.docker("logs", "--tail", str(self.p["log_lines"]), container["id"]), "docker logs", check_rc=False)
         lines = ro.clean_log(out + err, self.p["log_lines"])
         self.run(self.docker("rm", "-f", *[c["id"] for c in new]), "removing the new replicas that failed their gate", check_rc=False)
         self.drop_journal()
@@ -681,6 +696,7 @@ class Rollout(object):
         self.run(ro.up_recreate_command(self.base(), step["service"], self.p["wait_timeout"], self.p["pull"]),
                  "docker compose up of service %s" % step["service"])
         self.drop_journal()
+        self.mark_done(step["service"])
         running = [c for c in self.wanted(step["service"]) if c["running"]]
         if step["upstream"]:
             self.switch(step["service"], running, step["port"])
@@ -697,7 +713,8 @@ class Rollout(object):
             before = [c["id"] for c in current]
             running = [c for c in current if c["service"] == service and not c["oneoff"] and c["running"]]
             self.journal(service=service, phase="started", strategy="rolling", old=[c["id"] for c in batch], new=[])
-            self.say("%s: batch %d/%d: %d new replica(s) beside %s" % (service, number, len(step["batches"]), len(batch), ", ".join(c["name"] for c in running)))
+            self.say("%s: batch %d/%d: %d new replica(s) beside %s"
+                     % (service, number, len(step["batches"]), len(batch), ", ".join(c["name"] for c in running)))
             self.run(ro.up_scale_command(self.base(), service, len(running) + len(batch), self.p["pull"]),
                      "docker compose up --scale of service %s" % service)
             new = ro.new_containers(before, self.inspect_all(), service)
@@ -728,7 +745,10 @@ class Rollout(object):
             self.run(self.docker("stop", *[c["id"] for c in batch]), "stopping the old replicas of %s" % service)
             self.run(self.docker("rm", *[c["id"] for c in batch]), "removing the old replicas of %s" % service)
             self.drop_journal()
-            self.say("%s: batch %d/%d done: %s replaced by %s" % (service, number, len(step["batches"]), ", ".join(c["name"] for c in batch), ", ".join(c["name"] for c in new)))
+            self.mark_done(service)
+            replaced = ", ".join(c["name"] for c in batch)
+            self.say("%s: batch %d/%d done: %s replaced by %s"
+                     % (service, number, len(step["batches"]), replaced, ", ".join(c["name"] for c in new)))
             all_new += new
         return all_new
 
@@ -745,7 +765,7 @@ class Rollout(object):
         ids = sorted(set(c["image_id"] for c in containers if c["image_id"]))
         inspected = {}
         if ids:
-            rc, out, dummy = self.run(self.docker("image", "inspect", *ids), "docker image inspect", check_rc=False)
+            out = self.run(self.docker("image", "inspect", *ids), "docker image inspect", check_rc=False)[1]
             try:
                 inspected = dict((i["Id"], i) for i in json.loads(out or "[]"))
             except ValueError:
@@ -778,32 +798,20 @@ class Rollout(object):
         self.services, self.default_gate = ro.normalise_options(p["services"], p["default_gate"])
         records, current = rel.read_history(self.dir)
         self.result["previous_release"] = current
+        self.pre_run_current = self.find_record(records, current)
         if not self.check and (p["release"] is not None or p["images"]):
             self.take_snapshot(records)
         if p["release"] is not None:
             self.apply_release(records, current)
         if p["images"]:
-            rc, out, dummy = self.run(ro.config_command(self.base()), "docker compose config")
+            out = self.run(ro.config_command(self.base()), "docker compose config")[1]
             known = sorted((json.loads(out).get("services") or {}))
             unknown = sorted(set(p["images"]) - set(known))
             if unknown:
                 raise ro.RolloutError("images for unknown services: %s (services: %s)" % (", ".join(unknown), ", ".join(known)))
             self.write_override(p["images"])
         self.load()
-        upstreams = [s for s in (self.config.get("services") or {})
-                     if os.path.exists(ro.upstream_path(p["upstreams_dir"], self.project, s))]
-        healthchecks = {}
-        for name, svc in (self.config.get("services") or {}).items():
-            rc, out, dummy = self.module.run_command(self.docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", svc.get("image") or name))
-            if rc == 0:
-                try:
-                    healthchecks[name] = json.loads(out) or {}
-                except ValueError:
-                    pass
-        planned = ro.plan(self.config, self.hashes, self.containers, {
-            "services": self.services, "stateful": p["stateful"], "upstreams": upstreams,
-            "default_gate": self.default_gate, "healthchecks": healthchecks})
-        steps = planned["steps"]
+        steps = self.plan_steps()
         self.result["plan"] = dict((s["service"], {"strategy": s["strategy"], "reason": s["reason"]}) for s in steps)
         self.result["actions"] = ro.planned_actions(steps)
         if steps:
@@ -814,11 +822,44 @@ class Rollout(object):
             if p["release"] is not None:
                 target = self.result.get("target_release")
                 root = os.path.join(rel.releases_dir(self.dir), target)
-                names = [n for n in (self.find_record(records, target) or {}).get("files", [])]
-            self.result["changed"] = bool(steps) or bool(p["images"]) or (
+                names = list((self.find_record(records, target) or {}).get("files", []))
+            self.result["changed"] = bool(steps) or self.override_changed or (
                 rel.matching_release(records, self.checksum(names, root), self.running_images()) is None)
             return self.result
         return self.apply(steps, records, current)
+
+    def mark_done(self, service):
+        if service not in self.done:
+            self.done.append(service)
+
+    def revert(self):
+        """After a failed gate, put the services this run already changed back to the release that
+        was current before it (a gated rollout from that release's copy of the files, the project
+        files untouched), so that no service is left half on the new version. Returns a sentence."""
+        if not self.done:
+            return ""
+        before = self.pre_run_current
+        if not before:
+            return ("\nServices %s were already updated by this run and stay so: no earlier release is recorded "
+                    "to return to." % ", ".join(self.done))
+        copy = os.path.join(rel.releases_dir(self.dir), before["id"])
+        names = before.get("files") or []
+        envs = before.get("env_files") or []
+        compose_files = before.get("compose_files") or [n for n in names if n not in envs and n != ro.OVERRIDE_FILE]
+        self.files = [os.path.join(copy, f) for f in compose_files]
+        self.env_files = [os.path.join(copy, f) for f in envs]
+        self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE) if ro.OVERRIDE_FILE in names else ""
+        self.record = None
+        done, self.done = list(self.done), []
+        self.say("putting %s back to release %s" % (", ".join(done), before["id"]))
+        try:
+            self.load()
+            steps = self.plan_steps()
+            for step in steps:
+                self.run_step(step, {})
+        except (GateFailed, ro.RolloutError, OSError, ValueError) as exc:
+            return ("\nPutting %s back to release %s failed too: %s" % (", ".join(done), before["id"], exc))
+        return "\nServices %s, already updated by this run, were put back to release %s." % (", ".join(done), before["id"])
 
     def take_snapshot(self, records):
         """The stack files as they are before this run changes them, to put back on failure."""
@@ -855,6 +896,34 @@ class Rollout(object):
         if restored:
             self.say("stack files put back as they were before this run: %s" % ", ".join(restored))
 
+    def plan_steps(self):
+        p = self.p
+        upstreams = [s for s in (self.config.get("services") or {})
+                     if os.path.exists(ro.upstream_path(p["upstreams_dir"], self.project, s))]
+        healthchecks = {}
+        for name, svc in (self.config.get("services") or {}).items():
+            rc, out, dummy = self.run(self.docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", svc.get("image") or name),
+                                      "docker image inspect", check_rc=False)
+            if rc == 0:
+                try:
+                    healthchecks[name] = json.loads(out) or {}
+                except ValueError:
+                    pass
+        return ro.plan(self.config, self.hashes, self.containers, {
+            "services": self.services, "stateful": p["stateful"], "upstreams": upstreams,
+            "default_gate": self.default_gate, "healthchecks": healthchecks})["steps"]
+
+    def run_step(self, step, action):
+        started = time.time()
+        if step["strategy"] == "rolling":
+            new = self.do_rolling(step)
+        elif step["strategy"] == "start":
+            new = self.do_start(step)
+        else:
+            new = self.do_recreate(step)
+        action["new"] = [c["name"] for c in new]
+        action["seconds"] = round(time.time() - started, 1)
+
     def find_record(self, records, release):
         for r in records:
             if r["id"] == release:
@@ -873,22 +942,13 @@ class Rollout(object):
                 self.result["release"] = match
                 return self.result
         self.record = rel.new_record(utcnow(), checksum, self.who, names, {}, previous=current)
-        self.record["compose_files"] = [f for f in self.files]
-        self.record["env_files"] = [f for f in self.env_files]
+        self.record["compose_files"] = list(self.files)
+        self.record["env_files"] = list(self.env_files)
         rel.save_files(self.dir, self.record["id"], names)
         rel.write_record(self.dir, self.record)
         self.result["changed"] = True
         for step in steps:
-            started = time.time()
-            action = self.result["actions"][step["service"]]
-            if step["strategy"] == "rolling":
-                new = self.do_rolling(step)
-            elif step["strategy"] == "start":
-                new = self.do_start(step)
-            else:
-                new = self.do_recreate(step)
-            action["new"] = [c["name"] for c in new]
-            action["seconds"] = round(time.time() - started, 1)
+            self.run_step(step, self.result["actions"][step["service"]])
         self.record["services"] = dict((s, {"strategy": a["strategy"], "from": a["from"], "to": a["to"],
                                             "old": a["old"], "new": a["new"]}) for s, a in self.result["actions"].items())
         self.finish_record("success")
@@ -913,13 +973,13 @@ class Rollout(object):
             self.finish_record("rolled_back")
             self.restore_snapshot()
             self.result["changed"] = True
-            fail(self.module, str(exc), **self.result)
+            fail(self.module, str(exc) + self.revert(), **self.result)
         except (ro.RolloutError, rel.ReleaseError, OSError, ValueError) as exc:
             if self.record is not None:
                 self.finish_record("failed")
                 self.say("failed: %s" % exc)
             self.restore_snapshot()
-            fail(self.module, "rollout of stack %s failed: %s" % (self.project, exc), **self.result)
+            fail(self.module, "rollout of stack %s failed: %s%s" % (self.project, exc, self.revert()), **self.result)
         except Exception as exc:  # pylint: disable=broad-except
             # A bug must not leave the release "interrupted" nor the lock held: record, then fail.
             if self.record is not None:

@@ -169,7 +169,7 @@ def test_plan_new_service_is_started():
 
 
 def test_plan_after_the_switch_is_unchanged_for_web():
-    after = [c for c in _containers("after")]
+    after = _containers("after")
     result = ro.plan(_config("v2"), _hashes("v2"), after, {"upstreams": ["web"]})
     assert "web" in result["unchanged"]
 
@@ -240,7 +240,7 @@ def test_gate_needs_consecutive_successes():
 
 def test_gate_tolerates_retries_failures_then_fails():
     gate = ro.Gate(retries=2, successes=1)
-    assert [gate.observe(False, "refused") for _ in range(3)] == ["pending", "pending", "failed"]
+    assert [gate.observe(False, "refused") for dummy in range(3)] == ["pending", "pending", "failed"]
     assert gate.last == "refused"
 
 
@@ -463,3 +463,182 @@ def test_diff_and_actions():
     assert d["after"]["web"] == "127.0.0.1:15000/fixtures/app:2.0"
     actions = ro.planned_actions(result["steps"])
     assert actions["web"]["old"] == ["rodemo-web-1", "rodemo-web-2"] and actions["web"]["replicas"] == 2
+
+
+# --- The module end to end, docker answered from recorded outputs ---------------------------------
+
+from ansible.module_utils import basic  # noqa: E402
+from ansible.module_utils.testing import patch_module_args  # noqa: E402
+from ansible_collections.composeops.platform.plugins.modules import compose_rollout, compose_release_info  # noqa: E402
+
+
+class Exit(Exception):
+    def __init__(self, failed, result):
+        super().__init__(result.get("msg", ""))
+        self.failed, self.result = failed, result
+
+
+# The recorded states the fake docker answers with: (config and hashes, inspect, services left out).
+STATES = {"v1": ("v1", "v1", ()), "after": ("v2", "after", ("crash", "broken"))}
+
+
+def _fake_docker(calls, version="v1"):
+    config_version, inspect_version, drop = STATES[version]
+    inspect = [c for c in json.loads(_read("inspect_%s.json" % inspect_version))
+               if c["Config"]["Labels"]["com.docker.compose.service"] not in drop]
+    config = _config(config_version)
+    for name in drop:
+        del config["services"][name]
+    hashes = "".join("%s %s\n" % kv for kv in sorted(_hashes(config_version).items()) if kv[0] not in drop)
+    images = json.loads(_read("image_inspect_app.json"))
+
+    def run_command(self, argv, **kwargs):
+        calls.append(list(argv))
+        if "config" in argv and "--hash" in argv:
+            return 0, hashes, ""
+        if "config" in argv:
+            return 0, json.dumps(config), ""
+        if argv[1] == "ps":
+            return 0, "".join(c["Id"] + "\n" for c in inspect), ""
+        if argv[1:3] == ["image", "inspect"]:
+            if "--format" in argv:
+                return 0, json.dumps({"Test": ["CMD", "true"]}) + "\n", ""
+            return 0, json.dumps([i for i in images if i["Id"] in argv]), ""
+        if argv[1] == "inspect":
+            return 0, json.dumps([c for c in inspect if c["Id"] in argv]), ""
+        raise AssertionError("unexpected command %s" % argv)
+    return run_command
+
+
+def _run(monkeypatch, module, args, calls, version="v1", check=False):
+    def exit_json(self, **result):
+        raise Exit(False, result)
+
+    def fail_json(self, msg, **result):
+        raise Exit(True, dict(result, msg=msg))
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", _fake_docker(calls, version))
+    monkeypatch.setattr(basic.AnsibleModule, "warn", lambda self, w: warnings.append(w))
+    warnings = []
+    if check:
+        args = dict(args, _ansible_check_mode=True)
+    with patch_module_args(args):
+        with pytest.raises(Exit) as exc:
+            module.main()
+    return exc.value, warnings
+
+
+@pytest.fixture(name="stack")
+def fixture_stack(tmp_path):
+    project = tmp_path / "rodemo"
+    project.mkdir()
+    (project / "compose.yaml").write_text(_read("compose.yaml"))
+    (project / ".env").write_text("WEB_TAG=1.0\nMESSAGE=s3cr3t-message\n")
+    return {"project_dir": str(project), "env_files": [".env"], "lock_dir": str(tmp_path / "locks"),
+            "progress_file": str(tmp_path / "log" / "rollout.log"), "upstreams_dir": str(tmp_path / "up"),
+            "who": "alice"}
+
+
+def test_module_records_the_running_state_once(monkeypatch, stack):
+    calls = []
+    args = dict(stack)
+    exc, dummy = _run(monkeypatch, compose_rollout, args, calls, version="after")
+    assert not exc.failed, exc.result["msg"]
+    assert exc.result["changed"] is True
+    record = exc.result["release"]
+    assert record["result"] == "success" and record["who"] == "alice" and record["files"] == ["compose.yaml", ".env"]
+    assert record["images"]["web"]["ref"] == "127.0.0.1:15000/fixtures/app:2.0"
+    assert "s3cr3t" not in json.dumps(exc.result) and all("s3cr3t" not in " ".join(c) for c in calls)
+    assert not any("--no-deps" in c for c in calls)
+    exc, dummy = _run(monkeypatch, compose_rollout, args, [], version="after")
+    assert exc.result["changed"] is False and exc.result["release"]["id"] == record["id"]
+    info, dummy = _run(monkeypatch, compose_release_info, {"project_dir": stack["project_dir"], "release": "0"}, [])
+    assert info.result["current"] == record["id"] and info.result["release"]["id"] == record["id"]
+    assert [r["result"] for r in info.result["releases"]] == ["success"]
+
+
+def test_module_check_mode_plans_and_changes_nothing(monkeypatch, stack, tmp_path):
+    calls = []
+    exc, dummy = _run(monkeypatch, compose_rollout, dict(stack, images={"web": "127.0.0.1:15000/fixtures/app:2.0"}),
+                      calls, version="v1", check=True)
+    assert not exc.failed, exc.result["msg"]
+    assert exc.result["changed"] is True
+    assert exc.result["plan"]["crash"]["strategy"] == "recreate"
+    assert not (Path(stack["project_dir"]) / ".releases").exists()
+    assert not (Path(stack["project_dir"]) / "compose.rollout.yaml").exists()
+    assert not (tmp_path / "locks").exists() and not (tmp_path / "log").exists()
+    assert not any(c[1] in ("rm", "stop") or "up" in c for c in calls)
+
+
+def test_module_refuses_images_of_unknown_services(monkeypatch, stack):
+    exc, dummy = _run(monkeypatch, compose_rollout, dict(stack, images={"nope": "x:1"}), [], check=True)
+    assert exc.failed and "images for unknown services: nope (services: broken, cache, crash, web)" in exc.result["msg"]
+
+
+def test_module_refuses_before_any_change(monkeypatch, stack):
+    calls = []
+    exc, dummy = _run(monkeypatch, compose_rollout, dict(stack, services={"crash": {"strategy": "rolling", "surge": "0"}}),
+                      calls, version="v1")
+    assert exc.failed
+    assert exc.result["msg"] == ("rollout of stack rodemo failed: rollout refused, nothing was changed: service crash: "
+                                 "surge must be at least 1 (got 0)")
+    assert not any(c[1] in ("rm", "stop") or "up" in c for c in calls)
+    assert not (Path(stack["project_dir"]) / ".releases").exists()
+    exc, dummy = _run(monkeypatch, compose_rollout, dict(stack, services={"web": {"surge": "x"}}), [], version="v1")
+    assert exc.failed and exc.result["msg"].endswith("services.web.surge must be a number (got 'x')")
+
+
+def test_module_waits_for_a_live_lock_then_fails(monkeypatch, stack, tmp_path):
+    import os
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        boot = handle.read().strip()
+    (locks / "rodemo.lock").write_text(json.dumps({"pid": os.getpid(), "boot_id": boot, "host": "h", "who": "bob",
+                                                   "started": 0, "expires": 4102444800}))
+    exc, dummy = _run(monkeypatch, compose_rollout, dict(stack, lock_timeout=0), [])
+    assert exc.failed
+    assert "stack rodemo is being deployed by bob since 1970-01-01T00:00:00Z (pid %d on h, expires at 2100-01-01T00:00:00Z)" % os.getpid() in exc.result["msg"]
+
+
+def test_module_takes_over_a_dead_lock(monkeypatch, stack, tmp_path):
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    (locks / "rodemo.lock").write_text(json.dumps({"pid": 4194304, "boot_id": "another-boot", "who": "bob",
+                                                   "started": 0, "expires": 4102444800}))
+    exc, warnings = _run(monkeypatch, compose_rollout, dict(stack), [], version="after")
+    assert not exc.failed, exc.result["msg"]
+    assert any("took over the deploy lock of stack rodemo (the host rebooted since it was taken)" in w for w in warnings)
+    assert not (locks / "rodemo.lock").exists()
+
+
+def test_release_info_unknown_release(monkeypatch, stack):
+    exc, dummy = _run(monkeypatch, compose_release_info, {"project_dir": stack["project_dir"], "release": "x"}, [])
+    assert exc.failed and exc.result["msg"].endswith("unknown release 'x'; available releases: none")
+
+
+def test_addresses_equal_the_role_replicas_expression():
+    """roles/reverse_proxy/vars/main.yml's _reverse_proxy_replicas, evaluated on the recorded
+    `docker inspect` of the project after the rollout, lists the same addresses in the same
+    order as the module writes: the role's next run renders the same bytes."""
+    import ast
+    import yaml
+
+    source = yaml.safe_load((ROOT / "roles" / "reverse_proxy" / "vars" / "main.yml").read_text(encoding="utf-8"))
+    env = jinja2.Environment()
+    env.filters["from_json"] = json.loads
+    env.filters["dict2items"] = lambda d: [{"key": k, "value": v} for k, v in d.items()]
+    inspect = _read("inspect_scaled.json")
+    internal = ro.internal_networks(_config("v2"))
+    for network in ("", "back"):
+        rendered = env.from_string(source["_reverse_proxy_replicas"]).render(
+            __reverse_proxy_containers={"stdout": inspect},
+            _reverse_proxy_services=[{"upstream": "rodemo_web", "network": network, "port": 8000}],
+            _reverse_proxy_internal_networks=internal)
+        role = ast.literal_eval(rendered.strip())["rodemo_web"]
+        web = [c for c in ro.parse_inspect(inspect) if c["service"] == "web"]
+        chosen = ro.upstream_network(web, role, internal)
+        assert chosen == ("rodemo_back" if network else "rodemo_front")
+        assert ro.upstream_addresses(web, chosen) == role

@@ -6,10 +6,12 @@ there, prepare.yml); the site names come from the inventory (molecule.yml)."""
 import json
 import os
 import re
+import time
 
 import pytest
 
 PROBE = os.path.join(os.path.dirname(__file__), "..", "files", "probe.py")
+TESTSSL = os.path.join(os.path.dirname(__file__), "..", "files", "testssl.sh")
 PEBBLE_ROOT = "/etc/pebble-test/pebble-root.pem"
 UPSTREAMS = "/etc/nginx/composeops/upstreams"
 
@@ -45,6 +47,9 @@ def served_certificate(host, name):
     return host.check_output(
         "openssl s_client -connect 127.0.0.1:443 -servername %s </dev/null 2>/dev/null "
         "| openssl x509 -noout -serial -issuer -subject", name)
+
+
+# While testssl.sh runs (converge started it): nothing here reloads nginx or bursts at it.
 
 
 def test_acme_certificate_from_pebble(host, probe, shop):
@@ -84,49 +89,10 @@ def test_security_headers_and_hsts(host, probe, shop):
     assert "server: nginx\r\n" in headers  # server_tokens off: no version
 
 
-def test_requests_spread_across_three_replicas(host, probe, shop):
-    upstream = host.file(UPSTREAMS + "/demo_app.conf").content_string
-    replicas = set(re.findall(r"server (\d+\.\d+\.\d+\.\d+:8000)", upstream))
-    assert len(replicas) == 3, upstream
-    host.check_output("for i in $(seq 30); do curl -s -o /dev/null --cacert /root/probe/ca.pem https://%s/; done", shop)
-    log = host.check_output("tail -n 30 /var/log/nginx/composeops-access.json.log")
-    entries = [json.loads(line) for line in log.splitlines()]
-    assert {e["upstream_addr"] for e in entries} == replicas
-    assert all(e["status"] == 200 and e["upstream_response_time"] for e in entries)
-
-
-def test_rate_limit_answers_429(host, probe, shop):
-    codes = host.check_output(
-        "for i in $(seq 15); do curl -s -o /dev/null -w '%%{http_code} ' --cacert /root/probe/ca.pem "
-        "https://%s/limited/; done", shop).split()
-    assert "200" in codes and "429" in codes, codes
-
-
 def test_stub_status_on_loopback(host):
     assert "Active connections" in host.check_output("curl -s http://127.0.0.1:8088/stub_status")
     assert host.socket("tcp://127.0.0.1:8088").is_listening
     assert not host.socket("tcp://0.0.0.0:8088").is_listening
-
-
-def test_zero_drop_reload(host, probe, shop):
-    result = json.loads(host.check_output(probe + " reload %s %s", shop, UPSTREAMS + "/demo_app.conf"))
-    print("reload under load:", result)
-    assert result["reloads"] == 2 and result["removed"]
-    # 429 is nginx's deliberate answer past the site's rate limit, not a dropped request.
-    assert result["requests"] >= 600 and result["failed"] == 0, result
-
-
-def test_forced_renewal_serves_a_new_serial(host, shop):
-    before = served_certificate(host, shop)
-    host.check_output("systemctl set-environment COMPOSEOPS_ACME_FORCE=1")
-    try:
-        run = host.run("systemctl start composeops-acme-renew.service")
-    finally:
-        host.run("systemctl unset-environment COMPOSEOPS_ACME_FORCE")
-    assert run.rc == 0, host.run("journalctl -u composeops-acme-renew.service -n 40 --no-pager").stdout
-    after = served_certificate(host, shop)
-    assert "Pebble" in after and after.splitlines()[0] != before.splitlines()[0]
-    print(host.run("systemd-analyze security composeops-acme-renew.service | tail -n 1").stdout)
 
 
 def test_renewal_client_footprint(host):
@@ -150,11 +116,17 @@ def test_unchanged_renewal_does_not_reload(host, shop):
     assert host.check_output("pgrep -P %s | sort", pid) == workers
 
 
-def test_testssl_rating(host, shop):
-    host.run("rm -f /root/probe/testssl.json")
-    host.run("testssl --quiet --color 0 --warnings off --add-ca %s --jsonfile /root/probe/testssl.json %s:443",
-             PEBBLE_ROOT, shop)
-    findings = json.loads(host.file("/root/probe/testssl.json").content_string)
+def test_testssl_rating(host, probe, shop):
+    """testssl.sh's full run (every section, as its rating needs), started by converge in the
+    background (files/testssl.sh): collected here, before the tests below send bursts of
+    requests or reload nginx."""
+    with open(TESTSSL, encoding="utf-8") as handle:
+        source = handle.read()
+    host.check_output("cat > /root/probe/testssl.sh <<'TESTSSL_EOF'\n%s\nTESTSSL_EOF" % source)
+    started = time.monotonic()
+    path = host.check_output("bash /root/probe/testssl.sh collect %s %s", shop, PEBBLE_ROOT)
+    print("testssl.sh: waited %.0f s for its findings" % (time.monotonic() - started))
+    findings = json.loads(host.file(path).content_string)
     by_id = {f["id"]: f for f in findings}
     print("testssl:", by_id["overall_grade"])
     assert by_id["overall_grade"]["finding"] == "A+", [f for f in findings if f["id"].startswith("grade")]
@@ -164,3 +136,45 @@ def test_testssl_rating(host, shop):
     # URL): a finding about the test CA, not about nginx; it does not cap the grade.
     assert [f for f in findings if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL")
             and f["id"] not in ("cert_revocation", "cert_extlifeSpan")] == []
+
+
+# After testssl.sh: the access log without its requests, bursts, reloads.
+
+
+def test_requests_spread_across_three_replicas(host, probe, shop):
+    upstream = host.file(UPSTREAMS + "/demo_app.conf").content_string
+    replicas = set(re.findall(r"server (\d+\.\d+\.\d+\.\d+:8000)", upstream))
+    assert len(replicas) == 3, upstream
+    host.check_output("for i in $(seq 30); do curl -s -o /dev/null --cacert /root/probe/ca.pem https://%s/; done", shop)
+    log = host.check_output("tail -n 30 /var/log/nginx/composeops-access.json.log")
+    entries = [json.loads(line) for line in log.splitlines()]
+    assert {e["upstream_addr"] for e in entries} == replicas
+    assert all(e["status"] == 200 and e["upstream_response_time"] for e in entries)
+
+
+def test_rate_limit_answers_429(host, probe, shop):
+    codes = host.check_output(
+        "for i in $(seq 15); do curl -s -o /dev/null -w '%%{http_code} ' --cacert /root/probe/ca.pem "
+        "https://%s/limited/; done", shop).split()
+    assert "200" in codes and "429" in codes, codes
+
+
+def test_zero_drop_reload(host, probe, shop):
+    result = json.loads(host.check_output(probe + " reload %s %s", shop, UPSTREAMS + "/demo_app.conf"))
+    print("reload under load:", result)
+    assert result["reloads"] == 2 and result["removed"]
+    # 429 is nginx's deliberate answer past the site's rate limit, not a dropped request.
+    assert result["requests"] >= 600 and result["failed"] == 0, result
+
+
+def test_forced_renewal_serves_a_new_serial(host, shop):
+    before = served_certificate(host, shop)
+    host.check_output("systemctl set-environment COMPOSEOPS_ACME_FORCE=1")
+    try:
+        run = host.run("systemctl start composeops-acme-renew.service")
+    finally:
+        host.run("systemctl unset-environment COMPOSEOPS_ACME_FORCE")
+    assert run.rc == 0, host.run("journalctl -u composeops-acme-renew.service -n 40 --no-pager").stdout
+    after = served_certificate(host, shop)
+    assert "Pebble" in after and after.splitlines()[0] != before.splitlines()[0]
+    print(host.run("systemd-analyze security composeops-acme-renew.service | tail -n 1").stdout)
