@@ -311,6 +311,7 @@ class Rollout(object):
         self.env_files = list(self.p["env_files"])
         self.record = None
         self.tmp_override = None
+        self.skip_override = False
         self.config = {}
         self.snapshot = None
         self.override_changed = False
@@ -355,14 +356,15 @@ class Rollout(object):
             files = [f for f in files if f != ro.OVERRIDE_FILE] + [self.tmp_override]
         elif self.tmp_override == "":  # the release in use has none
             files = [f for f in files if f != ro.OVERRIDE_FILE]
-        elif os.path.exists(override) and ro.OVERRIDE_FILE not in files:
+        elif not self.skip_override and os.path.exists(override) and ro.OVERRIDE_FILE not in files:
             files.append(ro.OVERRIDE_FILE)
         return ro.compose_base(self.p["docker_cli"], self.project, self.dir, files, self.env_files)
 
     def stack_files(self):
         """Names (relative to project_dir) of the files of the release."""
         names = list(self.files) + list(self.env_files)
-        if os.path.exists(os.path.join(self.dir, ro.OVERRIDE_FILE)) and ro.OVERRIDE_FILE not in names:
+        if (not self.skip_override and os.path.exists(os.path.join(self.dir, ro.OVERRIDE_FILE))
+                and ro.OVERRIDE_FILE not in names):
             names.append(ro.OVERRIDE_FILE)
         return names
 
@@ -568,6 +570,9 @@ class Rollout(object):
             self.files = [os.path.join(copy, f) for f in files]
             self.env_files = [os.path.join(copy, f) for f in envs]
             self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE) if ro.OVERRIDE_FILE in target["files"] else ""
+            # Without one in the release, the project's current one (which a real run deletes)
+            # must not take part in the plan.
+            self.skip_override = ro.OVERRIDE_FILE not in target["files"]
         else:
             rel.restore_files(self.dir, target["id"], target["files"])
             override = os.path.join(self.dir, ro.OVERRIDE_FILE)

@@ -40,9 +40,12 @@ def site(host):
 
 
 def playbook(name, *extra, background=False):
-    """ansible-playbook playbooks/NAME.yml on the scenario's inventory, extra vars as JSON."""
-    argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-            os.path.join(ROOT, "playbooks", name + ".yml")]
+    """ansible-playbook playbooks/NAME.yml (or files/NAME.yml, the module alone) on the scenario's
+    inventory, extra vars as JSON."""
+    path = os.path.join(ROOT, "playbooks", name + ".yml")
+    if not os.path.exists(path):
+        path = os.path.join(SCENARIO, "files", name + ".yml")
+    argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], path]
     for item in extra:
         argv += ["--check", "--diff"] if item == "--check" else ["-e", json.dumps(item)]
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
@@ -54,17 +57,14 @@ def playbook(name, *extra, background=False):
 
 
 def app_containers(host):
-    """(name, id, image, ip on the frontend network) of the running app replicas, by name."""
-    out = host.check_output(
-        "docker ps --filter label=com.docker.compose.project=demo --filter label=com.docker.compose.service=app"
-        " --format '{{.Names}} {{.ID}} {{.Image}}'")
-    rows = []
-    for line in sorted(out.splitlines()):
-        name, cid, image = line.split()
-        ip = host.check_output(
-            "docker inspect -f '{{ (index .NetworkSettings.Networks \"demo_frontend\").IPAddress }}' %s" % cid)
-        rows.append((name, cid, image, ip))
-    return rows
+    """(name, id, image, ip on the frontend network) of the running app replicas, by name. One
+    command: a replica that goes away between two commands cannot break it."""
+    out = host.run(
+        "docker ps -q --filter label=com.docker.compose.project=demo --filter label=com.docker.compose.service=app"
+        " | xargs -r docker inspect -f '{{.Name}} {{.Id}} {{.Config.Image}}"
+        " {{ (index .NetworkSettings.Networks \"demo_frontend\").IPAddress }}' 2>/dev/null").stdout
+    return sorted(tuple([row[0].lstrip("/"), row[1][:12]] + row[2:]) for row in
+                  (line.split() for line in out.splitlines()) if len(row) == 4)
 
 
 def upstream_servers(host):
@@ -127,10 +127,15 @@ def test_never_healthy_image_is_rolled_back(host, site, fixtures):
     before = app_containers(host)
     upstream = host.file(UPSTREAM).content_string
     start_load(host, site, "broken", seconds=30)
-    run = playbook("rollout", {"rollout_stack": "demo", "rollout_images": {"app": fixtures["images"]["app_broken"]}})
+    # An HTTP gate this time (converge used the image's HEALTHCHECK): the broken build answers
+    # 503 on /health from its first second, so it fails after its retries, not the HEALTHCHECK's
+    # start period.
+    gate = {"type": "http", "path": "/health", "port": 8000, "retries": 8, "interval": 1}
+    run = playbook("rollout", {"rollout_stack": "demo", "compose_stack_rollout_gate": gate,
+                               "rollout_images": {"app": fixtures["images"]["app_broken"]}})
     assert run.returncode != 0, run.stdout
     # The failure names the service, the probe and what the container said.
-    assert "app" in run.stdout and "health" in run.stdout.lower(), run.stdout
+    assert "service app" in run.stdout and "/health" in run.stdout and "503" in run.stdout, run.stdout
     assert "health check failing on purpose" in run.stdout, run.stdout
     assert app_containers(host) == before
     assert host.file(UPSTREAM).content_string == upstream
@@ -138,29 +143,26 @@ def test_never_healthy_image_is_rolled_back(host, site, fixtures):
     assert_no_failed_request(load_results(host, "broken"), minimum=150)
 
 
-def test_deploy_lock_held_then_dead(host, fixtures):
+def test_deploy_lock_held_then_dead(host):
     holder = host.check_output("systemd-run --unit=rollout-lock-holder --collect -p Type=exec sleep 300"
                                " >/dev/null 2>&1; systemctl show -P MainPID rollout-lock-holder")
     boot_id = host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
     lock = {"pid": int(holder), "boot_id": boot_id, "host": "rollout-debian13", "who": "someone-else",
             "started": time.time(), "expires": time.time() + 600}
     host.check_output("mkdir -p %s && echo '%s' > %s" % (os.path.dirname(LOCK), json.dumps(lock), LOCK))
-    # The images in place (2.0): the files do not change, only the lock is in the way.
-    same = {"rollout_stack": "demo", "rollout_images": {"app": fixtures["images"]["app_v2"]}}
-    run = playbook("rollout", dict(same, compose_stack_rollout_lock_timeout=3))
+    run = playbook("module", {"rollout_lock_timeout": 3})
     assert run.returncode != 0
-    assert "someone-else" in run.stdout, run.stdout
+    assert "being deployed by someone-else" in run.stdout, run.stdout
     # Its holder dies: the next run takes the lock over at once and finds nothing to change.
     host.check_output("systemctl stop rollout-lock-holder")
-    run = playbook("rollout", same)
+    run = playbook("module")
     assert run.returncode == 0, run.stdout
     assert re.search(r"changed=0 ", run.stdout), run.stdout
     assert not host.file(LOCK).exists
 
 
 def test_interrupted_rollout_is_recovered(host, fixtures):
-    job = playbook("rollout", {"rollout_stack": "demo", "rollout_images": {"app": fixtures["images"]["app_v3"]}},
-                   background=True)
+    job = playbook("module", {"rollout_images": {"app": fixtures["images"]["app_v3"]}}, background=True)
     try:
         # Kill the controller and the module on the host once new replicas run beside the old ones.
         for _ in range(180):
@@ -174,9 +176,9 @@ def test_interrupted_rollout_is_recovered(host, fixtures):
         host.run("kill -9 %d" % pid)
     finally:
         job.wait(30)
-    run = playbook("rollout", {"rollout_stack": "demo", "rollout_images": {"app": fixtures["images"]["app_v3"]}})
+    run = playbook("module", {"rollout_images": {"app": fixtures["images"]["app_v3"]}})
     assert run.returncode == 0, run.stdout
-    assert "interrupted" in run.stdout, run.stdout
+    assert "recovered an interrupted rollout" in run.stdout, run.stdout
     assert_serving(host, fixtures["images"]["app_v3"])
     results = [r["result"] for r in releases(host)]
     assert results[-2:] == ["interrupted", "success"], results
