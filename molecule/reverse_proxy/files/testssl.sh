@@ -29,15 +29,15 @@ case $action in
   start) start ;;
   collect)
     start
-    # A full run takes about a minute on a quiet machine: wait at most five.
-    for _ in $(seq 300); do
+    # A full run takes about a minute on a quiet machine, six under a load of 15: wait at most ten.
+    for _ in $(seq 600); do
       [ -e "$dir/rc" ] && break
       systemctl is-active --quiet composeops-testssl || [ -e "$dir/rc" ] || break
       sleep 1
     done
     if [ ! -e "$dir/rc" ]; then
       rm -f "$dir/started"
-      echo "testssl.sh ended without a result or did not finish in 300 s:" >&2
+      echo "testssl.sh ended without a result or did not finish in 600 s:" >&2
       journalctl -u composeops-testssl -n 20 --no-pager >&2 || true
       exit 1
     fi
