@@ -311,9 +311,9 @@ class Rollout(object):
         self.env_files = list(self.p["env_files"])
         self.record = None
         self.tmp_override = None
-        self.skip_override = False
         self.config = {}
         self.snapshot = None
+        self.records = []
         self.override_changed = False
         self.done = []  # services this run changed (a batch switched, a recreate done)
         self.pre_run_current = None
@@ -356,15 +356,14 @@ class Rollout(object):
             files = [f for f in files if f != ro.OVERRIDE_FILE] + [self.tmp_override]
         elif self.tmp_override == "":  # the release in use has none
             files = [f for f in files if f != ro.OVERRIDE_FILE]
-        elif not self.skip_override and os.path.exists(override) and ro.OVERRIDE_FILE not in files:
+        elif os.path.exists(override) and ro.OVERRIDE_FILE not in files:
             files.append(ro.OVERRIDE_FILE)
         return ro.compose_base(self.p["docker_cli"], self.project, self.dir, files, self.env_files)
 
     def stack_files(self):
         """Names (relative to project_dir) of the files of the release."""
         names = list(self.files) + list(self.env_files)
-        if (not self.skip_override and os.path.exists(os.path.join(self.dir, ro.OVERRIDE_FILE))
-                and ro.OVERRIDE_FILE not in names):
+        if os.path.exists(os.path.join(self.dir, ro.OVERRIDE_FILE)) and ro.OVERRIDE_FILE not in names:
             names.append(ro.OVERRIDE_FILE)
         return names
 
@@ -570,9 +569,6 @@ class Rollout(object):
             self.files = [os.path.join(copy, f) for f in files]
             self.env_files = [os.path.join(copy, f) for f in envs]
             self.tmp_override = os.path.join(copy, ro.OVERRIDE_FILE) if ro.OVERRIDE_FILE in target["files"] else ""
-            # Without one in the release, the project's current one (which a real run deletes)
-            # must not take part in the plan.
-            self.skip_override = ro.OVERRIDE_FILE not in target["files"]
         else:
             rel.restore_files(self.dir, target["id"], target["files"])
             override = os.path.join(self.dir, ro.OVERRIDE_FILE)
@@ -802,6 +798,7 @@ class Rollout(object):
             raise ro.RolloutError("project_dir %s does not exist" % self.dir)
         self.services, self.default_gate = ro.normalise_options(p["services"], p["default_gate"])
         records, current = rel.read_history(self.dir)
+        self.records = records
         self.result["previous_release"] = current
         self.pre_run_current = self.find_record(records, current)
         if not self.check and (p["release"] is not None or p["images"]):
@@ -880,8 +877,11 @@ class Rollout(object):
             else:
                 self.snapshot[name] = None
 
-    def restore_snapshot(self):
+    def restore_snapshot(self, still_running=False):
+        """``still_running``: a gate failed, so the containers are those of the current release."""
         if not self.snapshot:
+            if still_running:
+                self.restore_running_release()
             return
         restored = []
         for name, saved in sorted(self.snapshot.items()):
@@ -900,6 +900,35 @@ class Rollout(object):
                 restored.append(name)
         if restored:
             self.say("stack files put back as they were before this run: %s" % ", ".join(restored))
+
+    def restore_running_release(self):
+        """A failed run on files its caller wrote (the compose_stack role writes the new files,
+        then calls the module): put back those of the release that still runs, from its copy, so
+        that the project directory matches its containers again. The caller writes its files
+        anew on its next run."""
+        current = self.result.get("previous_release")
+        record = self.find_record(self.records, current) if current else None
+        if self.check or record is None or not record.get("files"):
+            return
+        restored = [name for name in record["files"] if self.differs_from_release(current, name)]
+        override = os.path.join(self.dir, ro.OVERRIDE_FILE)
+        if ro.OVERRIDE_FILE not in record["files"] and os.path.exists(override):
+            os.unlink(override)
+            restored.append(ro.OVERRIDE_FILE)
+        if restored:
+            rel.restore_files(self.dir, current, record["files"])
+            self.say("stack files put back as in release %s, which still runs: %s" % (current, ", ".join(restored)))
+
+    def differs_from_release(self, release, name):
+        paths = [os.path.join(rel.releases_dir(self.dir), release, name), os.path.join(self.dir, name)]
+        contents = []
+        for path in paths:
+            if not os.path.isfile(path):
+                contents.append(None)
+                continue
+            with open(path, "rb") as handle:
+                contents.append(handle.read())
+        return contents[0] != contents[1]
 
     def plan_steps(self):
         p = self.p
@@ -976,7 +1005,7 @@ class Rollout(object):
             return self.execute()
         except GateFailed as exc:
             self.finish_record("rolled_back")
-            self.restore_snapshot()
+            self.restore_snapshot(still_running=True)
             self.result["changed"] = True
             fail(self.module, str(exc) + self.revert(), **self.result)
         except (ro.RolloutError, rel.ReleaseError, OSError, ValueError) as exc:

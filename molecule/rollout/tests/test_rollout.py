@@ -135,7 +135,7 @@ def test_never_healthy_image_is_rolled_back(host, site, fixtures):
                                "rollout_images": {"app": fixtures["images"]["app_broken"]}})
     assert run.returncode != 0, run.stdout
     # The failure names the service, the probe and what the container said.
-    assert "service app" in run.stdout and "/health" in run.stdout and "503" in run.stdout, run.stdout
+    assert "service 'app'" in run.stdout and "/health" in run.stdout and "503" in run.stdout, run.stdout
     assert "health check failing on purpose" in run.stdout, run.stdout
     assert app_containers(host) == before
     assert host.file(UPSTREAM).content_string == upstream
@@ -170,7 +170,8 @@ def test_interrupted_rollout_is_recovered(host, fixtures):
                 break
             time.sleep(1)
         else:
-            pytest.fail("no new replica appeared")
+            job.kill()
+            pytest.fail("no new replica appeared: %s" % job.communicate(timeout=30)[0])
         pid = json.loads(host.file(LOCK).content_string)["pid"]
         os.killpg(job.pid, signal.SIGKILL)
         host.run("kill -9 %d" % pid)
