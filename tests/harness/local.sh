@@ -84,4 +84,8 @@ cat <<MSG
 [local] done in $(($(date +%s) - started)) s. Try:
   ssh -o UserKnownHostsFile=$cache/known_hosts -i $cache/id_ed25519 admin@$address
   docker exec $host curl -sk https://demo.localhost/health   # through nginx (reverse_proxy)
+  # a zero-downtime rollout of app 2.0, then back to the previous release (health-gated both):
+  ansible-playbook -i inventories/local playbooks/rollout.yml -e rollout_stack=demo \
+    -e '{"rollout_images": {"app": "composeops-registry:5000/fixtures/app:2.0"}}'
+  ansible-playbook -i inventories/local playbooks/rollback.yml -e rollback_stack=demo
 MSG
