@@ -6,9 +6,10 @@
 #                          25 requests/s each (below the benchmark site's rate limit), keep-alive,
 #                          -o csv (status and timing of every request); 3 slots of curl run
 #                          /slow?seconds=15 one after the other in each slot until hey ends (so slow
-#                          requests are in flight at any moment). OUT gets start (epoch seconds of
-#                          hey's start), hey.csv, hey.err, slow-N.txt ("start status seconds" per
-#                          request), nginx.log (the access log lines of the window) and done.
+#                          requests are in flight at any moment; 1 s apart after a failed one).
+#                          OUT gets start (epoch seconds of hey's start), hey.csv, hey.err,
+#                          slow-N.txt ("start status seconds" per request), nginx.log (the access
+#                          log lines of the window) and done.
 #   stop OUT               ends a run early: SIGINT to hey (it stops and writes its CSV), then waits
 #                          for done (at most 90 s).
 #
@@ -38,6 +39,8 @@ case "${1:-}" in
           result=$(curl -sk -o /dev/null -w '%{http_code} %{time_total}' --max-time 60 \
             "https://$name/slow?seconds=15" || true)
           echo "$started $result" >>"$out/slow-$slot.txt"
+          # An error comes back at once: no loop of them.
+          [ "${result%% *}" = 200 ] || sleep 1
         done
       ) &
     done
@@ -61,7 +64,7 @@ case "${1:-}" in
     exit 1
     ;;
   *)
-    sed -n '2,18p' "$0" >&2
+    sed -n '2,19p' "$0" >&2
     exit 2
     ;;
 esac
