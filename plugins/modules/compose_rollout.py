@@ -537,13 +537,26 @@ class Rollout(object):
 
     # --- images / release options ----------------------------------------------------------
 
+    def read_override(self, path):
+        """compose.rollout.yaml, parsed: ours is JSON; one the compose_stack role wrote is YAML,
+        read through `docker compose config` of that file alone when the host has no PyYAML."""
+        with open(path) as handle:
+            text = handle.read()
+        try:
+            return ro.parse_override(text)
+        except ro.RolloutError:
+            rc, out, dummy = self.run([self.p["docker_cli"], "compose", "--project-name", self.project,
+                                       "--project-directory", self.dir, "--file", path, "config",
+                                       "--format", "json", "--no-interpolate", "--no-normalize"],
+                                      "docker compose config of %s" % path)
+            return json.loads(out)
+
     def write_override(self, images, drop=False):
         """compose.rollout.yaml with ``images`` merged in (check mode: a temporary copy)."""
         path = os.path.join(self.dir, ro.OVERRIDE_FILE)
         existing = {}
         if os.path.exists(path) and not drop:
-            with open(path) as handle:
-                existing = ro.parse_override(handle.read())
+            existing = self.read_override(path)
         text = ro.render_override(ro.merge_override(existing, images))
         before = None
         if os.path.exists(path):
@@ -589,8 +602,7 @@ class Rollout(object):
             if self.check:
                 existing = {}
                 if self.tmp_override:
-                    with open(self.tmp_override) as handle:
-                        existing = ro.parse_override(handle.read())
+                    existing = self.read_override(self.tmp_override)
                 self.tmp_override = os.path.join(self.module.tmpdir, ro.OVERRIDE_FILE)
                 with open(self.tmp_override, "w") as handle:
                     handle.write(ro.render_override(ro.merge_override(existing, pins)))
