@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Load of benchmarks/rollout.sh, run on the test host against its own nginx (stack.yml installs it
 # as /usr/local/bin/bench-rollout-load):
 #

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Load of the rollout tests, run on the test host against its own nginx:
 #   load.sh NAME SECONDS SLOW OUT
 # hey sends GET / to https://NAME for SECONDS (4 workers, 4 requests/s each: below the site's

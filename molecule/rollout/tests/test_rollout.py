@@ -85,7 +85,7 @@ def start_load(host, site, label, seconds=30, slow=2):
 
 def load_results(host, label):
     """hey's figures and the slow requests' statuses, once the load of LABEL finished (bounded)."""
-    for _ in range(120):
+    for _attempt in range(120):
         if host.file("/root/load/%s/done" % label).exists:
             break
         time.sleep(1)
@@ -165,7 +165,7 @@ def test_interrupted_rollout_is_recovered(host, fixtures):
     job = playbook("module", {"rollout_images": {"app": fixtures["images"]["app_v3"]}}, background=True)
     try:
         # Kill the controller and the module on the host once new replicas run beside the old ones.
-        for _ in range(180):
+        for _attempt in range(180):
             if len(app_containers(host)) > 2 and host.file(LOCK).exists:
                 break
             time.sleep(1)
