@@ -1,7 +1,9 @@
 #!/bin/bash
-# testssl.sh against a site of the scenario, in the background: converge starts it as soon as
-# nginx serves the site, so its minute runs beside idempotence and side_effect (neither reloads
-# nginx nor sends it bursts), and verify collects its findings before it reloads nginx itself.
+# testssl.sh against the ACME site of the scenario, in the background: converge starts it before
+# the role, and it waits until nginx serves the site's certificate from Pebble (the role's last
+# reload; the renewal job set up after it reloads nothing), so its minute runs beside the end of
+# converge, idempotence and side_effect (neither reloads nginx nor sends it bursts); verify
+# collects its findings before it reloads nginx itself.
 #
 #   testssl.sh start SITE CA    start it in the transient unit composeops-testssl (nothing when
 #                               it was started already and its findings are not collected yet)
@@ -18,11 +20,23 @@ start() {
   mkdir -p "$dir"
   rm -f "$dir/findings.json" "$dir/rc"
   touch "$dir/started"
-  # Its exit status lands in rc; its output in the journal of the unit.
+  # Its exit status lands in rc (124: nginx never served Pebble's certificate in 600 s); its
+  # output in the journal of the unit.
   # shellcheck disable=SC2016  # expanded by the unit's bash
-  systemd-run --quiet --collect --unit=composeops-testssl /bin/bash -c \
-    'testssl --quiet --color 0 --warnings off --add-ca "$1" --jsonfile "$2/findings.json" "$3:443"; echo $? > "$2/rc"' \
-    testssl "$ca" "$dir" "$site"
+  systemd-run --quiet --collect --unit=composeops-testssl /bin/bash -c '
+    for _ in $(seq 600); do
+      openssl s_client -connect 127.0.0.1:443 -servername "$3" </dev/null 2>/dev/null \
+        | openssl x509 -noout -issuer 2>/dev/null | grep -q Pebble && break
+      sleep 1
+    done
+    if openssl s_client -connect 127.0.0.1:443 -servername "$3" </dev/null 2>/dev/null \
+        | openssl x509 -noout -issuer 2>/dev/null | grep -q Pebble; then
+      testssl --quiet --color 0 --warnings off --add-ca "$1" --jsonfile "$2/findings.json" "$3:443"
+      echo $? > "$2/rc"
+    else
+      echo "nginx did not serve the certificate from Pebble within 600 s" >&2
+      echo 124 > "$2/rc"
+    fi' testssl "$ca" "$dir" "$site"
 }
 
 case $action in
@@ -42,6 +56,10 @@ case $action in
       exit 1
     fi
     rm -f "$dir/started"
+    if [ "$(cat "$dir/rc")" = 124 ]; then
+      journalctl -u composeops-testssl -n 20 --no-pager >&2 || true
+      exit 1
+    fi
     echo "$dir/findings.json"
     ;;
   *) echo "usage: $0 start|collect SITE CA" >&2; exit 2 ;;
