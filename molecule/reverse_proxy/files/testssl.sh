@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # testssl.sh against the ACME site of the scenario, in the background: converge starts it before
 # the role, and it waits until nginx serves the site's certificate from Pebble (the role's last
 # reload; the renewal job set up after it reloads nothing), so its minute runs beside the end of
