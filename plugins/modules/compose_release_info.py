@@ -20,6 +20,8 @@ description:
     an id) the same way M(composeops.platform.compose_rollout) does for a rollback.
   - Only reads; changes nothing.
 author: composeops developers (@composeops)
+extends_documentation_fragment:
+  - composeops.platform.attributes
 options:
   project_dir:
     description: Directory of the stack (C(/opt/stacks/<name>)).
@@ -32,13 +34,10 @@ options:
     type: str
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 seealso:
   - module: composeops.platform.compose_rollout

@@ -35,6 +35,9 @@ description:
   - Never passes C(--no-deps) to Compose 2.26, as the replicas it creates would carry a config hash
     without the service's C(depends_on), and the next plain C(docker compose up) would recreate them.
 author: composeops developers (@composeops)
+extends_documentation_fragment:
+  - composeops.platform.attributes
+  - composeops.platform.attributes.docker_cli
 options:
   project_dir:
     description: Directory of the stack (C(/opt/stacks/<name>)), with its compose and env files.
@@ -138,20 +141,13 @@ options:
   progress_file:
     description: File the progress lines are appended to. Default C(/var/log/composeops/rollout-<project>.log).
     type: path
-  docker_cli:
-    description: The docker command.
-    type: path
-    default: docker
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Lock, recovery and history are untouched; the plan and the diff are returned.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 requirements:
   - Docker CLI with the Compose v2 plugin (2.26 or later)

@@ -21,6 +21,9 @@ description:
   - Warns about images used without a pinned tag or digest (O(images)).
   - Only reads; changes nothing.
 author: composeops developers (@composeops)
+extends_documentation_fragment:
+  - composeops.platform.attributes
+  - composeops.platform.attributes.docker_cli
 options:
   project_name:
     description: Compose project name (the stack name).
@@ -57,19 +60,12 @@ options:
       - Omit to skip this check.
     type: list
     elements: str
-  docker_cli:
-    description: The docker command.
-    type: path
-    default: docker
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 requirements:
   - Docker CLI with the Compose v2 plugin
