@@ -80,12 +80,15 @@ echo "[local] converging $host ($address) over SSH as $user"
 # Not -e ansible_user: extra vars would beat the hardening role's own fresh-login check as the admin.
 COMPOSEOPS_LOCAL_USER=$user ansible-playbook -i inventories/local playbooks/site.yml "$@"
 pin_host_key
+app_v2=$(sed -n 's/^ *app_v2: *//p' "${COMPOSEOPS_FIXTURES_STATE:-$HOME/.cache/composeops/fixtures}/fixtures.yml")
 cat <<MSG
 [local] done in $(($(date +%s) - started)) s. Try:
   ssh -o UserKnownHostsFile=$cache/known_hosts -i $cache/id_ed25519 admin@$address
   docker exec $host curl -sk https://demo.localhost/health   # through nginx (reverse_proxy)
-  # a zero-downtime rollout of app 2.0, then back to the previous release (health-gated both):
-  ansible-playbook -i inventories/local playbooks/rollout.yml -e rollout_stack=demo \
-    -e '{"rollout_images": {"app": "composeops-registry:5000/fixtures/app:2.0"}}'
-  ansible-playbook -i inventories/local playbooks/rollback.yml -e rollback_stack=demo
+  # a zero-downtime rollout of app 2.0, then back to the previous release (health-gated both),
+  # with this checkout's Ansible and collection:
+  ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \
+    playbooks/rollout.yml -e rollout_stack=demo -e '{"rollout_images": {"app": "${app_v2}"}}'
+  ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \
+    playbooks/rollback.yml -e rollback_stack=demo
 MSG
