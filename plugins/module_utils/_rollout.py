@@ -4,7 +4,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Pure logic of compose_rollout: reading ``docker compose config`` / ``docker inspect``,
 planning which services change and how, health-gate bookkeeping, rewriting nginx upstream
-files, deploy-lock staleness and the recovery of an interrupted rollout.
+files and the recovery of an interrupted rollout.
 
 Facts these functions rely on, checked on Docker 20.10 with Compose 2.26.1 (Debian 13's) and
 recorded in tests/unit/fixtures/rollout/:
@@ -591,33 +591,6 @@ def upstream_addresses(containers, network):
         if ip:
             found.append(ip)
     return found
-
-
-# --- Deploy lock -------------------------------------------------------------------------------
-
-
-def lock_stale(lock, now, boot_id, pid_alive):
-    """Why a lock may be taken over, or None while its holder may still be working.
-    ``lock`` is the parsed lock file; ``pid_alive(pid)`` tells whether a process runs here."""
-    if not isinstance(lock, dict):
-        return "the lock file is unreadable"
-    try:
-        expires = float(lock.get("expires") or 0)
-    except (TypeError, ValueError):
-        expires = 0
-    if expires < now:
-        return "it expired"
-    if lock.get("boot_id") != boot_id:
-        return "the host rebooted since it was taken"
-    if not pid_alive(lock.get("pid")):
-        return "its process %s is gone" % lock.get("pid")
-    return None
-
-
-def lock_message(project, lock, fmt_time):
-    return ("stack %s is being deployed by %s since %s (pid %s on %s, expires at %s)"
-            % (project, lock.get("who") or "someone", fmt_time(lock.get("started")), lock.get("pid"),
-               lock.get("host") or "this host", fmt_time(lock.get("expires"))))
 
 
 # --- Journal and recovery ---------------------------------------------------------------------

@@ -124,9 +124,18 @@ options:
     type: int
     default: 60
   lock_expiry:
-    description: Seconds after which a lock is stale whatever its holder.
+    description:
+      - Seconds after which a lock is stale whatever its holder. The run renews the expiry of the
+        lock it holds every 30 s.
     type: int
     default: 1800
+  lock_token:
+    description:
+      - The token of the stack's lock, taken by the playbook run that calls this module (with
+        M(composeops.platform.compose_stack_lock) before it wrote the stack's files): the module
+        checks that this run still holds it, renews it, and leaves it held. Without it, the module
+        takes the lock for its own run (waiting O(lock_timeout)) and releases it at the end.
+    type: str
   keep_releases:
     description: Successful releases kept in the history (older records and copies are pruned).
     type: int
@@ -153,6 +162,7 @@ requirements:
   - Docker CLI with the Compose v2 plugin (2.26 or later)
 seealso:
   - module: composeops.platform.compose_release_info
+  - module: composeops.platform.compose_stack_lock
 """
 
 EXAMPLES = r"""
@@ -229,12 +239,12 @@ plan:
 import datetime
 import json
 import os
-import socket
 import time
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.composeops.platform.plugins.module_utils import _lock as lk
 from ansible_collections.composeops.platform.plugins.module_utils import _release as rel
 from ansible_collections.composeops.platform.plugins.module_utils import _rollout as ro
 
@@ -268,25 +278,8 @@ def http_get(url, timeout):
         response.close()
 
 
-def pid_alive(pid):
-    try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError):
-        return False
-    except OSError as exc:
-        return exc.errno == 1  # EPERM: it exists, another user's
-    return True
-
-
 def utcnow():
     return datetime.datetime.now(datetime.timezone.utc)
-
-
-def fmt_time(value):
-    try:
-        return datetime.datetime.fromtimestamp(float(value), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    except (TypeError, ValueError):
-        return str(value)
 
 
 class Rollout(object):
@@ -313,6 +306,9 @@ class Rollout(object):
         self.override_changed = False
         self.done = []  # services this run changed (a batch switched, a recreate done)
         self.pre_run_current = None
+        self.lock = None
+        self.lock_token = None
+        self.lock_renewed = 0
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -406,84 +402,27 @@ class Rollout(object):
 
     # --- lock ------------------------------------------------------------------------------------
 
-    def boot_id(self):
-        try:
-            with open("/proc/sys/kernel/random/boot_id") as handle:
-                return handle.read().strip()
-        except OSError:
-            return ""
+    def take_lock(self):
+        """Take the stack's lock for this process, or (lock_token) check that the playbook run
+        that calls this module holds it, and push its expiry."""
+        self.lock = lk.StackLock(self.p["lock_dir"], self.project, self.who, self.p["lock_expiry"], self.module.warn)
+        if self.p["lock_token"]:
+            self.lock_token = self.p["lock_token"]
+            self.lock.renew(self.lock_token)
+        else:
+            self.lock_token = self.lock.acquire(self.p["lock_timeout"], pid=os.getpid())["token"]
+        self.lock_renewed = time.time()
 
-    def lock_path(self):
-        return os.path.join(self.p["lock_dir"], "%s.lock" % self.project)
-
-    def acquire(self):
-        path = self.lock_path()
-        if not os.path.isdir(self.p["lock_dir"]):
-            os.makedirs(self.p["lock_dir"], 0o700)
-        boot = self.boot_id()
-        deadline = time.time() + self.p["lock_timeout"]
-        while True:
-            now = time.time()
-            payload = {"pid": os.getpid(), "boot_id": boot, "host": socket.gethostname(), "who": self.who,
-                       "started": now, "expires": now + self.p["lock_expiry"]}
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            except OSError as exc:
-                if exc.errno != 17:  # EEXIST
-                    raise ro.RolloutError("cannot create the lock %s: %s" % (path, exc)) from None
-            else:
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(json.dumps(payload))
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                self.lock_payload = payload
-                return
-            lock, raw, age = self.read_lock(path)
-            if raw is None:
-                continue  # gone meanwhile: try again at once
-            stale = None if (lock is None and age < 10) else ro.lock_stale(lock, now, boot, pid_alive)
-            if stale:
-                aside = "%s.stale.%d" % (path, os.getpid())
-                try:
-                    os.rename(path, aside)
-                except OSError:
-                    continue
-                with open(aside) as handle:
-                    taken = handle.read()
-                if taken != raw:
-                    # Another run took it over meanwhile: put its lock back.
-                    try:
-                        os.link(aside, path)
-                    except OSError:
-                        pass
-                os.unlink(aside)
-                if taken == raw:
-                    self.module.warn("took over the deploy lock of stack %s (%s): %s"
-                                     % (self.project, stale, ro.lock_message(self.project, lock or {}, fmt_time)))
-                continue
-            if now >= deadline:
-                raise ro.RolloutError(ro.lock_message(self.project, lock or {}, fmt_time)
-                                      + "; waited %ds (lock file %s)" % (self.p["lock_timeout"], path))
-            time.sleep(1)
-
-    def read_lock(self, path):
-        try:
-            with open(path) as handle:
-                raw = handle.read()
-            age = time.time() - os.stat(path).st_mtime
-        except OSError:
-            return None, None, 0
-        try:
-            lock = json.loads(raw)
-        except ValueError:
-            lock = None
-        return lock, raw, age
+    def keep_lock(self):
+        """Renew the lock's expiry every 30 s of a long run (and fail if another run took it)."""
+        if self.lock_token and time.time() - self.lock_renewed > 30:
+            self.lock.renew(self.lock_token)
+            self.lock_renewed = time.time()
 
     def release_lock(self):
-        path = self.lock_path()
-        lock, raw, dummy = self.read_lock(path)
-        if lock and lock.get("pid") == os.getpid() and lock.get("started") == self.lock_payload["started"]:
-            os.unlink(path)
+        """Only a lock this process took: the playbook run that passed lock_token releases its own."""
+        if self.lock_token and not self.p["lock_token"]:
+            self.lock.release(self.lock_token)
 
     # --- recovery --------------------------------------------------------------------------------
 
@@ -650,6 +589,7 @@ class Rollout(object):
         names = dict((c["id"], c["name"]) for c in new)
         latest = dict((c["id"], c) for c in new)
         while True:
+            self.keep_lock()
             pending = [i for i, g in gates.items() if g.status == "pending"]
             if not pending:
                 break
@@ -867,7 +807,7 @@ class Rollout(object):
             steps = self.plan_steps()
             for step in steps:
                 self.run_step(step, {})
-        except (GateFailed, ro.RolloutError, OSError, ValueError) as exc:
+        except (GateFailed, ro.RolloutError, lk.LockError, OSError, ValueError) as exc:
             return ("\nPutting %s back to release %s failed too: %s" % (", ".join(done), before["id"], exc))
         return "\nServices %s, already updated by this run, were put back to release %s." % (", ".join(done), before["id"])
 
@@ -956,6 +896,7 @@ class Rollout(object):
             "default_gate": self.default_gate, "healthchecks": healthchecks})["steps"]
 
     def run_step(self, step, action):
+        self.keep_lock()
         started = time.time()
         if step["strategy"] == "rolling":
             new = self.do_rolling(step)
@@ -1004,11 +945,9 @@ class Rollout(object):
         return self.result
 
     def main(self):
-        locked = False
         try:
             if not self.check:
-                self.acquire()
-                locked = True
+                self.take_lock()
                 self.recover()
             return self.execute()
         except GateFailed as exc:
@@ -1016,7 +955,7 @@ class Rollout(object):
             self.restore_snapshot(still_running=True)
             self.result["changed"] = True
             fail(self.module, str(exc) + self.revert(), **self.result)
-        except (ro.RolloutError, rel.ReleaseError, OSError, ValueError) as exc:
+        except (ro.RolloutError, rel.ReleaseError, lk.LockError, OSError, ValueError) as exc:
             if self.record is not None:
                 self.finish_record("failed")
                 self.say("failed: %s" % exc)
@@ -1030,8 +969,7 @@ class Rollout(object):
             fail(self.module, "rollout of stack %s failed unexpectedly: %r" % (self.project, exc),
                  exception=traceback.format_exc(), **self.result)
         finally:
-            if locked:
-                self.release_lock()
+            self.release_lock()
         return self.result
 
 
@@ -1056,6 +994,7 @@ def main():
             lock_dir=dict(type="path", default="/var/lib/composeops/locks"),
             lock_timeout=dict(type="int", default=60),
             lock_expiry=dict(type="int", default=1800),
+            lock_token=dict(type="str", no_log=False),
             keep_releases=dict(type="int", default=10),
             who=dict(type="str"),
             log_lines=dict(type="int", default=20),

@@ -371,37 +371,6 @@ def test_sort_matches_the_role_for_ten_replicas():
 # --- Lock ----------------------------------------------------------------------------------------
 
 
-def _lock(**kw):
-    lock = {"pid": 42, "boot_id": "b1", "host": "h", "who": "alice", "started": 1000.0, "expires": 3000.0}
-    lock.update(kw)
-    return lock
-
-
-def test_lock_live_holder_is_not_stale():
-    assert ro.lock_stale(_lock(), 2000, "b1", lambda pid: True) is None
-
-
-def test_lock_expired_is_stale():
-    assert ro.lock_stale(_lock(expires=1500), 2000, "b1", lambda pid: True) == "it expired"
-
-
-def test_lock_dead_pid_same_boot_is_stale():
-    assert ro.lock_stale(_lock(), 2000, "b1", lambda pid: False) == "its process 42 is gone"
-
-
-def test_lock_other_boot_is_stale():
-    assert ro.lock_stale(_lock(), 2000, "b2", lambda pid: True) == "the host rebooted since it was taken"
-
-
-def test_lock_unreadable_is_stale():
-    assert ro.lock_stale(None, 2000, "b1", lambda pid: True) == "the lock file is unreadable"
-
-
-def test_lock_message():
-    msg = ro.lock_message("shop", _lock(), lambda t: "T%d" % t)
-    assert msg == "stack shop is being deployed by alice since T1000 (pid 42 on h, expires at T3000)"
-
-
 # --- Journal recovery ---------------------------------------------------------------------------
 
 

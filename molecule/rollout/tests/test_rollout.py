@@ -137,19 +137,36 @@ def test_never_healthy_image_is_rolled_back(host, site, fixtures):
     # The failure names the service, the probe and what the container said.
     assert "service 'app'" in run.stdout and "/health" in run.stdout and "503" in run.stdout, run.stdout
     assert "health check failing on purpose" in run.stdout, run.stdout
+    # The gate's progress was printed while it ran (the action plugin), not only in the result.
+    assert re.search(r"^rollout-debian13 \| \S+Z demo: app: gate of demo-app-\d+: ", run.stdout, re.M), run.stdout
     assert app_containers(host) == before
     assert host.file(UPSTREAM).content_string == upstream
     assert releases(host)[-1]["result"] == "rolled_back"
     assert_no_failed_request(load_results(host, "broken"), minimum=150)
 
 
-def test_deploy_lock_held_then_dead(host):
+def write_lock(host, **holder):
+    boot_id = host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
+    lock = dict({"token": "another-run", "boot_id": boot_id, "host": "rollout-debian13", "who": "someone-else",
+                 "started": time.time(), "expires": time.time() + 600}, **holder)
+    host.check_output("mkdir -p %s && echo '%s' > %s" % (os.path.dirname(LOCK), json.dumps(lock), LOCK))
+
+
+def test_deploy_lock_held_then_dead(host, fixtures):
+    # Another playbook run holds the lock between its tasks (no pid): rollout.yml waits, then fails
+    # before it writes a file (the role takes the lock before its first file, not only the module).
+    files = "sha256sum %s/*.yaml %s/.env" % (STACK, STACK)
+    before = host.check_output(files)
+    write_lock(host, pid=None)
+    run = playbook("rollout", {"rollout_stack": "demo", "compose_stack_rollout_lock_timeout": 3,
+                               "rollout_images": {"app": fixtures["images"]["app_v3"]}})
+    assert run.returncode != 0
+    assert "being deployed by someone-else since" in run.stdout and "(a playbook run on" in run.stdout, run.stdout
+    assert host.check_output(files) == before
+    # A module run holds it (a live process): the module alone waits, then fails.
     holder = host.check_output("systemd-run --unit=rollout-lock-holder --collect -p Type=exec sleep 300"
                                " >/dev/null 2>&1; systemctl show -P MainPID rollout-lock-holder")
-    boot_id = host.file("/proc/sys/kernel/random/boot_id").content_string.strip()
-    lock = {"pid": int(holder), "boot_id": boot_id, "host": "rollout-debian13", "who": "someone-else",
-            "started": time.time(), "expires": time.time() + 600}
-    host.check_output("mkdir -p %s && echo '%s' > %s" % (os.path.dirname(LOCK), json.dumps(lock), LOCK))
+    write_lock(host, pid=int(holder))
     run = playbook("module", {"rollout_lock_timeout": 3})
     assert run.returncode != 0
     assert "being deployed by someone-else" in run.stdout, run.stdout

@@ -1,0 +1,117 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) composeops developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Runs composeops.platform.compose_rollout as an async job on the host and prints its progress
+lines (gates, switches, drains) while it runs: a module alone can only speak when it ends, and a
+rollout waits on health gates for minutes. One raw command per poll (no module upload) reads the
+new lines of the progress file and the job's state."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import shlex
+import time
+
+from ansible.errors import AnsibleConnectionFailure
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+display = Display()
+
+MODULE = "composeops.platform.compose_rollout"
+# Seconds between two polls, and the longest a rollout may run as a job (async_wrapper stops it then).
+POLL_SECONDS = 2
+JOB_LIMIT = 4 * 3600
+MARK = "--composeops-rollout-job--"
+
+
+def default_progress_file(args):
+    project = args.get("project_name") or os.path.basename(str(args.get("project_dir") or "").rstrip("/"))
+    return "/var/log/composeops/rollout-%s.log" % project
+
+
+def poll_command(progress_file, offset, job_file):
+    """New bytes of the progress file from ``offset``, the mark, then the job file."""
+    return "tail -c +%d %s 2>/dev/null; printf '\\n%s\\n'; cat %s 2>/dev/null" % (
+        offset + 1, shlex.quote(progress_file), MARK, shlex.quote(job_file))
+
+
+def parse_poll(stdout):
+    """``(progress text, job finished)`` from the output of poll_command."""
+    progress, dummy, job = stdout.rpartition("\n%s\n" % MARK)
+    try:
+        state = json.loads(job)
+    except ValueError:
+        return progress, False
+    # async_wrapper writes {"started": true, "finished": false} until the module's own result.
+    return progress, isinstance(state, dict) and ("started" not in state or bool(state.get("finished")))
+
+
+class ActionModule(ActionBase):
+    _supports_check_mode = True
+    _supports_async = True
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        args = dict(self._task.args)
+        # Check mode waits on nothing; a task with its own async/poll keeps Ansible's handling.
+        if self._task.check_mode or self._task.async_val:
+            result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
+            return result
+        args.setdefault("progress_file", default_progress_file(args))
+        progress_file = args["progress_file"]
+        res = self._low_level_execute_command("stat -c %%s %s 2>/dev/null || echo 0" % shlex.quote(progress_file))
+        try:
+            offset = int(res.get("stdout", "0").strip() or 0)
+        except ValueError:
+            offset = 0
+
+        self._task.async_val = JOB_LIMIT
+        try:
+            started = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars, wrap_async=True)
+        finally:
+            self._task.async_val = 0
+        if started.get("failed") or "ansible_job_id" not in started:
+            result.update(started)
+            return result
+        jid = started["ansible_job_id"]
+        async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
+        job_file = self._connection._shell.join_path(async_dir, jid)
+        host = task_vars.get("inventory_hostname", "") if task_vars else ""
+        show = not self._play_context.no_log
+        failures = 0
+        wait = 0.5  # a run with nothing to do ends within a second: poll soon, then every POLL_SECONDS
+        while True:
+            time.sleep(wait)
+            wait = min(POLL_SECONDS, wait * 2)
+            try:
+                res = self._low_level_execute_command(poll_command(progress_file, offset, job_file))
+            except AnsibleConnectionFailure as exc:
+                # A network bounce must not lose the job: retry a few times, like async polling does.
+                failures += 1
+                if failures > 5:
+                    raise
+                display.vvvv("compose_rollout: poll failed, retrying: %s" % exc)
+                continue
+            failures = 0
+            progress, finished = parse_poll(res.get("stdout", ""))
+            offset += len(progress.encode("utf-8"))
+            for line in progress.splitlines():
+                if show and line.strip():
+                    display.display("%s | %s" % (host, line))
+            if finished:
+                break
+
+        status = self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
+                                      module_args={"jid": jid, "_async_dir": async_dir})
+        self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
+                             module_args={"jid": jid, "mode": "cleanup", "_async_dir": async_dir})
+        for key in ("started", "finished", "ansible_job_id", "results_file", "stdout_lines", "stderr_lines"):
+            status.pop(key, None)
+        result.update(status)
+        return result
