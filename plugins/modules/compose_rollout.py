@@ -132,7 +132,7 @@ options:
   lock_token:
     description:
       - The token of the stack's lock, taken by the playbook run that calls this module (with
-        M(composeops.platform.compose_stack_lock) before it wrote the stack's files): the module
+        M(composeops.platform.compose_stack_lock) before it wrote the stack's files). The module
         checks that this run still holds it, renews it, and leaves it held. Without it, the module
         takes the lock for its own run (waiting O(lock_timeout)) and releases it at the end.
     type: str

@@ -18,7 +18,7 @@ description:
     (the P(composeops.platform.compose_stack#role) role writes the files, runs the pre-deploy
     hooks, then calls M(composeops.platform.compose_rollout) with RV(token) as its C(lock_token)).
     Another run of the stack waits O(timeout) seconds, then fails naming who holds the lock since when.
-  - A lock held by a playbook run has no process on the host: it is taken over once it expired
+  - A lock held by a playbook run has no process on the host, so it is taken over once it expired
     (O(expiry), renewed by M(composeops.platform.compose_rollout) while it works) or after a
     reboot. A lock held by a dead module process is taken over at once. Takeovers are warnings.
   - O(state=released) removes the lock only when O(token) still holds it.
@@ -31,7 +31,7 @@ options:
     type: str
     required: true
   state:
-    description: C(held) takes the lock (or, with O(token), renews the lock that token holds); C(released) gives it back.
+    description: C(held) takes the lock (or, with O(token), renews the lock that token holds); C(released) gives it back
     type: str
     choices: [held, released]
     default: held
