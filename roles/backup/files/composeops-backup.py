@@ -1,0 +1,695 @@
+#!/usr/bin/python3
+"""composeops-backup: restic backups of the data of Compose stacks (composeops.platform.backup).
+
+    composeops-backup init                      create the repositories that do not exist yet
+    composeops-backup backup SOURCE             back up one source, copy it off-site, forget old ones
+    composeops-backup verify SOURCE             test-restore its latest snapshot into a throwaway container
+    composeops-backup check                     restic check --read-data-subset of every repository
+    composeops-backup restore SOURCE [--snapshot ID]   restore into the live stack (stops its writers)
+    composeops-backup snapshots SOURCE          the source's snapshots in the first repository, as JSON
+
+The settings come from /etc/composeops/backup/config.json (written by the role). Secrets never
+appear in a process's arguments: restic reads RESTIC_PASSWORD_FILE, redis-cli REDISCLI_AUTH,
+credentials come from 0600 env files. Every run writes its result atomically into node_exporter's
+textfile directory; a failed run exits non-zero and leaves earlier snapshots alone.
+"""
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+
+CONFIG = "/etc/composeops/backup/config.json"
+# restic tags every snapshot of a source with source=<name>; stdin snapshots hold one file.
+DUMP_FILES = {"postgres": "pg_dumpall.sql", "redis": "dump.rdb"}
+# psql errors a plain pg_dumpall replays harmlessly into an existing cluster.
+HARMLESS_PSQL = re.compile(r'ERROR:\s+role "[^"]+" already exists')
+
+
+class Failure(Exception):
+    """A run that must fail, with the reason for the log and the metric."""
+
+
+# --- Pure helpers (tests/unit/test_backup_runner.py) --------------------------------------------
+
+def render_metrics(samples, helps):
+    """Prometheus text format of [(name, {label: value}, number)], HELP/TYPE once per name."""
+    lines, seen = [], set()
+    for name, labels, value in samples:
+        if name not in seen:
+            seen.add(name)
+            lines.append("# HELP %s %s" % (name, helps.get(name, name)))
+            lines.append("# TYPE %s gauge" % name)
+        text = ",".join('%s="%s"' % (k, str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))
+                        for k, v in sorted(labels.items()))
+        lines.append("%s{%s} %s" % (name, text, format_number(value)))
+    return "\n".join(lines) + "\n"
+
+
+def format_number(value):
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and not value.is_integer():
+        return "%.3f" % value
+    return str(int(value))
+
+
+def parse_backup_summary(output):
+    """The summary message of `restic backup --json` (one JSON object per line)."""
+    summary = None
+    for line in output.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if message.get("message_type") == "summary":
+            summary = message
+    if summary is None or not summary.get("snapshot_id"):
+        raise Failure("restic printed no snapshot summary")
+    return summary
+
+
+def latest_snapshot(snapshots):
+    """The newest of `restic snapshots --json`, or None."""
+    return max(snapshots, key=lambda s: s["time"], default=None)
+
+
+def compare_counts(recorded, restored):
+    """The differences between {table: rows} at dump time and after a restore, as text."""
+    problems = []
+    for table in sorted(set(recorded) | set(restored)):
+        if recorded.get(table) != restored.get(table):
+            problems.append("%s: %s rows at dump time, %s restored"
+                            % (table, recorded.get(table, "no"), restored.get(table, "no")))
+    return problems
+
+
+def parse_counts(text):
+    """`db|schema.table|rows` lines (count_rows_sql) into {"db.schema.table": rows}."""
+    counts = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3 and parts[2].isdigit():
+            counts["%s.%s" % (parts[0], parts[1])] = int(parts[2])
+    return counts
+
+
+def redis_info(text):
+    """`INFO persistence` into a dict."""
+    return dict(line.split(":", 1) for line in text.replace("\r", "").splitlines() if ":" in line)
+
+
+def sftp_command(url, key, known_hosts):
+    """restic's -o sftp.command for sftp:user@host:/path, with the role's key and known_hosts."""
+    match = re.match(r"^sftp:(?://)?([^/:]+)(?::(\d+))?[:/]", url)
+    if not match:
+        raise Failure("cannot read the host of %s" % url)
+    port = ["-p", match.group(2)] if match.group(2) else []
+    return " ".join(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+                     "-o", "UserKnownHostsFile=" + known_hosts] + port + [match.group(1), "-s", "sftp"])
+
+
+def read_env_file(path):
+    env = {}
+    if path and os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if "=" in line and not line.lstrip().startswith("#"):
+                    key, value = line.rstrip("\n").split("=", 1)
+                    env[key.strip()] = value
+    return env
+
+
+# --- The host -----------------------------------------------------------------------------------
+
+class Runner:
+    def __init__(self, config):
+        self.config = config
+        self.state = config["state_dir"]
+        self.repos = config["repositories"]
+        self.sources = {s["name"]: s for s in config["sources"]}
+
+    # restic and docker
+
+    def restic_env(self, repo, extra=None):
+        env = dict(os.environ, RESTIC_REPOSITORY=repo["url"], RESTIC_PASSWORD_FILE=self.config["password_file"],
+                   RESTIC_CACHE_DIR=os.path.join(self.state, "cache"))
+        env.update(read_env_file(repo.get("env_file")))
+        env.update(extra or {})
+        return env
+
+    def restic_options(self, repo):
+        if repo["type"] != "sftp":
+            return []
+        return ["-o", "sftp.command=" + sftp_command(repo["url"], self.config["ssh_key"],
+                                                      os.path.join(self.state, "known_hosts"))]
+
+    def restic(self, repo, args, check=True, **kwargs):
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        result = subprocess.run(["restic"] + self.restic_options(repo) + args, env=self.restic_env(repo),
+                                text=True, check=False, **kwargs)
+        if check and result.returncode != 0:
+            raise Failure("restic %s (%s) failed: %s" % (args[0], repo["name"], (result.stderr or "").strip()[-2000:]))
+        return result
+
+    def compose(self, source, args):
+        return ["docker", "compose", "--project-directory", source["project_dir"]] + args
+
+    def run(self, argv, check=True, **kwargs):
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        result = subprocess.run(argv, text=True, check=False, **kwargs)
+        if check and result.returncode != 0:
+            raise Failure("%s failed (exit %d): %s" % (" ".join(argv[:6]), result.returncode,
+                                                         (result.stderr or "").strip()[-2000:]))
+        return result
+
+    def container(self, source):
+        out = self.run(self.compose(source, ["ps", "--quiet", source["service"]]), cwd=source["project_dir"]).stdout
+        ids = out.split()
+        if not ids:
+            raise Failure("service %s of stack %s is not running" % (source["service"], source["stack"]))
+        return ids[0]
+
+    def exec_argv(self, source, argv, env_names=()):
+        extra = [x for name in env_names for x in ("-e", name)]
+        return self.compose(source, ["exec", "-T"] + extra + [source["service"]] + argv)
+
+    def redis_env(self, source):
+        env = dict(os.environ)
+        if source.get("password_secret"):
+            with open(os.path.join(source["secrets_dir"], source["password_secret"]), encoding="utf-8") as handle:
+                env["REDISCLI_AUTH"] = handle.read().strip()
+        return env
+
+    def redis_cli(self, source, *args):
+        return self.run(self.exec_argv(source, ["redis-cli"] + list(args), ["REDISCLI_AUTH"]),
+                        env=self.redis_env(source), cwd=source["project_dir"]).stdout.strip()
+
+    # state kept between runs
+
+    def sidecar(self, source, snapshot_id):
+        return os.path.join(self.state, "snapshots", source["name"], snapshot_id + ".json")
+
+    def write_json(self, path, data):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+
+    def read_json(self, path, default=None):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return default
+
+    def write_metrics(self, name, samples):
+        directory = self.config["textfile_dir"]
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".prom")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(render_metrics(samples, HELPS))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, os.path.join(directory, "composeops_%s.prom" % name))
+
+    @contextlib.contextmanager
+    def lock(self, name):
+        path = os.path.join(self.state, "locks", name + ".lock")
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Failure("%s is running already (lock %s): not started twice" % (name, path)) from None
+            yield
+
+    # commands
+
+    def init(self):
+        created = []
+        for index, repo in enumerate(self.repos):
+            if self.restic(repo, ["cat", "config"], check=False).returncode == 0:
+                continue
+            args = ["init"]
+            if index > 0:
+                primary = self.repos[0]
+                args += ["--copy-chunker-params", "--from-repo", primary["url"],
+                         "--from-password-file", self.config["password_file"]]
+            self.restic(repo, args)
+            created.append(repo["name"])
+        print(json.dumps({"created": created}))
+
+    def dump_command(self, source, facts):
+        if source["type"] == "postgres":
+            facts["counts"] = self.postgres_counts(source)
+            return self.exec_argv(source, ["sh", "-c", 'exec pg_dumpall --username="${POSTGRES_USER:-postgres}"'])
+        facts.update(self.redis_save(source))
+        return self.exec_argv(source, ["cat", facts["rdb"]])
+
+    def postgres_sql(self, source, database, sql, stdin=None):
+        argv = self.exec_argv(source, ["sh", "-c", 'exec psql -X -q -A -t -v ON_ERROR_STOP=1 '
+                                       '--username="${POSTGRES_USER:-postgres}" --dbname="$1" -c "$2"',
+                                       "psql", database, sql])
+        return self.run(argv, cwd=source["project_dir"], input=stdin).stdout
+
+    def postgres_counts(self, source, runner=None):
+        """{db.schema.table: rows} of every table of every database (exact count(*))."""
+        runner = runner or self.postgres_sql
+        databases = runner(source, "postgres", "SELECT datname FROM pg_database WHERE datallowconn "
+                                               "AND NOT datistemplate ORDER BY 1").split()
+        counts = {}
+        for database in databases:
+            tables = runner(source, database, COUNT_TABLES_SQL).split()
+            if not tables:
+                continue
+            sql = " UNION ALL ".join("SELECT '%s|%s|' || count(*) FROM %s" % (database, t, quote_table(t)) for t in tables)
+            counts.update(parse_counts(runner(source, database, sql)))
+        return counts
+
+    def redis_save(self, source):
+        before = self.redis_cli(source, "LASTSAVE")
+        keys = int(self.redis_cli(source, "DBSIZE") or 0)
+        self.redis_cli(source, "BGSAVE")
+        deadline = time.time() + 3600
+        while time.time() < deadline:
+            time.sleep(1)
+            info = redis_info(self.redis_cli(source, "INFO", "persistence"))
+            if self.redis_cli(source, "LASTSAVE") != before and info.get("rdb_bgsave_in_progress") == "0":
+                if info.get("rdb_last_bgsave_status") != "ok":
+                    raise Failure("redis BGSAVE failed (rdb_last_bgsave_status %s)" % info.get("rdb_last_bgsave_status"))
+                break
+        else:
+            raise Failure("redis BGSAVE did not finish within an hour")
+        directory = self.redis_config(source, "dir") or "/data"
+        filename = self.redis_config(source, "dbfilename") or "dump.rdb"
+        return {"keys": keys, "rdb": directory.rstrip("/") + "/" + filename, "aof": self.redis_config(source, "appendonly")}
+
+    def redis_config(self, source, key):
+        lines = self.redis_cli(source, "CONFIG", "GET", key).splitlines()
+        return lines[1] if len(lines) == 2 else ""
+
+    def backup_stdin(self, source, primary, command, filename, tags):
+        args = ["backup", "--json", "--stdin-filename", filename] + tags
+        if self.config["stdin_from_command"]:
+            result = subprocess.run(["restic"] + self.restic_options(primary) + args + ["--stdin-from-command", "--"]
+                                    + command, env=self.restic_env(primary, self.redis_env(source)
+                                                                    if source["type"] == "redis" else None),
+                                    cwd=source["project_dir"], text=True, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, check=False)
+            if result.returncode != 0:
+                raise Failure("the dump of %s failed, no snapshot recorded: %s"
+                              % (source["name"], result.stderr.strip()[-2000:]))
+            return parse_backup_summary(result.stdout)
+        # Older restic: a pipe. restic records whatever arrived; a failed dump forgets it again.
+        env = self.redis_env(source) if source["type"] == "redis" else None
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=source["project_dir"],
+                              env=env) as dump:
+            result = subprocess.run(["restic"] + self.restic_options(primary) + args + ["--stdin"], stdin=dump.stdout,
+                                    env=self.restic_env(primary), text=True, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, check=False)
+            dump.stdout.close()
+            dump_error = dump.stderr.read().decode(errors="replace")
+            dump.wait()
+        if dump.returncode != 0:
+            if result.returncode == 0:
+                snapshot = parse_backup_summary(result.stdout)["snapshot_id"]
+                self.restic(primary, ["forget", snapshot])
+            raise Failure("the dump of %s failed (exit %d), no snapshot kept: %s"
+                          % (source["name"], dump.returncode, dump_error.strip()[-2000:]))
+        if result.returncode != 0:
+            raise Failure("restic backup failed: " + result.stderr.strip()[-2000:])
+        return parse_backup_summary(result.stdout)
+
+    def volume_mountpoint(self, source):
+        out = self.run(["docker", "volume", "ls", "--quiet",
+                        "--filter", "label=com.docker.compose.project=" + source["stack"],
+                        "--filter", "label=com.docker.compose.volume=" + source["volume"]]).stdout.split()
+        if not out:
+            raise Failure("volume %s of stack %s not found" % (source["volume"], source["stack"]))
+        return self.run(["docker", "volume", "inspect", "--format", "{{.Mountpoint}}", out[0]]).stdout.strip()
+
+    def backup(self, name):
+        source = self.source(name)
+        started = time.time()
+        previous = self.read_json(os.path.join(self.state, "status", name + ".json"), {})
+        results = {}
+        try:
+            with self.lock(name):
+                self.commands(source, "pre_commands")
+                try:
+                    primary = self.repos[0]
+                    self.restic(primary, ["unlock"])
+                    tags = ["--tag", "composeops", "--tag", "source=" + name]
+                    facts = {"type": source["type"], "stack": source["stack"], "service": source["service"]}
+                    if source["type"] in DUMP_FILES:
+                        summary = self.backup_stdin(source, primary, self.dump_command(source, facts),
+                                                    DUMP_FILES[source["type"]], tags)
+                    else:
+                        paths = [self.volume_mountpoint(source)] if source["type"] == "volume" else source["paths"]
+                        summary = parse_backup_summary(self.restic(primary, ["backup", "--json"] + tags + paths).stdout)
+                    snapshot = summary["snapshot_id"]
+                    facts.update(snapshot=snapshot, time=started)
+                    self.write_json(self.sidecar(source, snapshot[:8]), facts)
+                    results[primary["name"]] = summary
+                    self.forget(primary, source)
+                    for repo in self.repos[1:]:
+                        self.restic(repo, ["unlock"])
+                        self.restic(repo, ["copy", "--from-repo", primary["url"], "--from-password-file",
+                                           self.config["password_file"], snapshot])
+                        self.forget(repo, source)
+                        results[repo["name"]] = summary
+                finally:
+                    self.commands(source, "post_commands")
+        except Failure as exc:
+            self.backup_metrics(source, started, previous, results, error=str(exc))
+            raise
+        self.backup_metrics(source, started, previous, results)
+        print(json.dumps({"source": name, "snapshot": summary["snapshot_id"],
+                          "bytes": summary.get("total_bytes_processed", 0)}))
+
+    def forget(self, repo, source):
+        keep = source["retention"]
+        self.restic(repo, ["forget", "--prune", "--tag", "source=" + source["name"], "--group-by", "tags",
+                           "--keep-daily", str(keep["keep_daily"]), "--keep-weekly", str(keep["keep_weekly"]),
+                           "--keep-monthly", str(keep["keep_monthly"])])
+
+    def commands(self, source, key):
+        for argv in source.get(key) or []:
+            self.run(argv, cwd=source["project_dir"])
+
+    def backup_metrics(self, source, started, previous, results, error=None):
+        now = time.time()
+        status = {}
+        samples = []
+        for repo in self.repos:
+            labels = {"source": source["name"], "repository": repo["name"]}
+            ok = repo["name"] in results
+            last = previous.get(repo["name"], {})
+            if ok:
+                last = {"success": now, "size": results[repo["name"]].get("total_bytes_processed", 0)}
+            status[repo["name"]] = last
+            samples += [("backup_last_run_timestamp_seconds", labels, now),
+                        ("backup_last_status", labels, ok and not error),
+                        ("backup_duration_seconds", labels, now - started)]
+            if last:
+                samples += [("backup_last_success_timestamp_seconds", labels, last["success"]),
+                            ("backup_size_bytes", labels, last["size"])]
+        self.write_json(os.path.join(self.state, "status", source["name"] + ".json"), status)
+        self.write_metrics("backup_" + source["name"], sorted(samples, key=lambda s: s[0]))
+        if error:
+            print("backup of %s failed: %s" % (source["name"], error), file=sys.stderr)
+
+    def source(self, name):
+        if name not in self.sources:
+            raise Failure("no source %s (sources: %s)" % (name, ", ".join(self.sources) or "none"))
+        return self.sources[name]
+
+    def snapshot_of(self, source, snapshot="latest"):
+        found = json.loads(self.restic(self.repos[0], ["snapshots", "--json", "--tag", "source=" + source["name"]]).stdout or "[]")
+        if snapshot != "latest":
+            found = [s for s in found if s["id"].startswith(snapshot) or s.get("short_id") == snapshot]
+        chosen = latest_snapshot(found)
+        if chosen is None:
+            raise Failure("no snapshot %s of %s" % (snapshot, source["name"]))
+        return chosen
+
+    def snapshots(self, name):
+        source = self.source(name)
+        found = json.loads(self.restic(self.repos[0], ["snapshots", "--json", "--tag", "source=" + name]).stdout or "[]")
+        print(json.dumps([{"id": s["id"][:8], "time": s["time"], "paths": s["paths"]} for s in found]))
+        return source
+
+    def dump_to(self, snapshot, source, argv, env=None):
+        """restic dump of a stdin snapshot's file into argv's stdin; argv's output."""
+        path = "/" + DUMP_FILES[source["type"]]
+        with subprocess.Popen(["restic"] + self.restic_options(self.repos[0]) + ["dump", snapshot["id"], path],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.restic_env(self.repos[0])) as dump:
+            result = subprocess.run(argv, stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, check=False, env=env, cwd=source["project_dir"])
+            dump.stdout.close()
+            error = dump.stderr.read().decode(errors="replace")
+            dump.wait()
+        if dump.returncode != 0:
+            raise Failure("restic dump failed: " + error.strip()[-2000:])
+        return result
+
+    # verification: a throwaway container of the same image
+
+    def verify(self, name):
+        source = self.source(name)
+        started = time.time()
+        labels = {"source": name, "repository": self.repos[0]["name"]}
+        ok, detail = False, ""
+        try:
+            with self.lock("verify-" + name):
+                snapshot = self.snapshot_of(source)
+                recorded = self.read_json(self.sidecar(source, snapshot["id"][:8]), {})
+                image = self.run(["docker", "inspect", "--format", "{{.Image}}", self.container(source)]).stdout.strip()
+                if source["type"] == "postgres":
+                    detail = self.verify_postgres(source, snapshot, image, recorded)
+                else:
+                    detail = self.verify_redis(source, snapshot, image, recorded)
+                ok = True
+        except Failure as exc:
+            detail = str(exc)
+        previous = self.read_json(os.path.join(self.state, "status", "verify-" + name + ".json"), {})
+        success = time.time() if ok else previous.get("success", 0)
+        self.write_json(os.path.join(self.state, "status", "verify-" + name + ".json"), {"success": success, "detail": detail})
+        samples = [("backup_verify_last_run_timestamp_seconds", labels, time.time()),
+                   ("backup_verify_last_status", labels, ok),
+                   ("backup_verify_duration_seconds", labels, time.time() - started)]
+        if success:
+            samples.append(("backup_verify_last_success_timestamp_seconds", labels, success))
+        self.write_metrics("backup_verify_" + name, samples)
+        print(json.dumps({"source": name, "ok": ok, "detail": detail}))
+        if not ok:
+            raise Failure("verification of %s failed: %s" % (name, detail))
+
+    @contextlib.contextmanager
+    def throwaway(self, source, image, argv, env):
+        name = "composeops-verify-%s-%s" % (source["name"], secrets.token_hex(4))
+        self.run(["docker", "run", "--detach", "--rm", "--name", name, "--network", "none",
+                  "--label", "org.composeops.backup.verify=" + source["name"]]
+                 + [x for key in env for x in ("-e", key)] + argv + [image],
+                 env=dict(os.environ, **env))
+        try:
+            yield name
+        finally:
+            self.run(["docker", "rm", "--force", "--volumes", name], check=False)
+
+    def wait_for(self, argv, what, seconds=120):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if self.run(argv, check=False).returncode == 0:
+                return
+            time.sleep(1)
+        raise Failure("%s did not come up within %d s" % (what, seconds))
+
+    def verify_postgres(self, source, snapshot, image, recorded):
+        user = self.container_env(source).get("POSTGRES_USER", "postgres")
+        env = {"POSTGRES_USER": user, "POSTGRES_PASSWORD": secrets.token_urlsafe(24)}
+        with self.throwaway(source, image, [], env) as name:
+            self.wait_for(["docker", "exec", name, "pg_isready", "-q", "-h", "127.0.0.1", "-U", user], "the throwaway postgres")
+            result = self.dump_to(snapshot, source, ["docker", "exec", "-i", name, "psql", "-X", "-q", "-U", user,
+                                                     "-d", "postgres"])
+            self.check_psql(result)
+
+            def in_throwaway(_source, database, sql):
+                return self.run(["docker", "exec", name, "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                                 "-U", user, "-d", database, "-c", sql]).stdout
+            restored = self.postgres_counts(source, in_throwaway)
+        problems = compare_counts(recorded.get("counts", {}), restored) if "counts" in recorded else []
+        if problems:
+            raise Failure("restored row counts differ: " + "; ".join(problems[:10]))
+        return "snapshot %s restored: %d tables, %d rows%s" % (
+            snapshot["id"][:8], len(restored), sum(restored.values()),
+            "" if "counts" in recorded else " (no counts recorded at dump time)")
+
+    def check_psql(self, result):
+        errors = [line for line in result.stderr.splitlines() if "ERROR:" in line and not HARMLESS_PSQL.search(line)]
+        if result.returncode != 0 or errors:
+            raise Failure("psql could not load the dump: " + "; ".join(errors[:5] or [result.stderr.strip()[-500:]]))
+
+    def container_env(self, source):
+        out = self.run(["docker", "inspect", "--format", "{{json .Config.Env}}", self.container(source)]).stdout
+        return dict(item.split("=", 1) for item in json.loads(out) if "=" in item)
+
+    def verify_redis(self, source, snapshot, image, recorded):
+        # The redis image's own entrypoint would start a server on /data at once: a plain
+        # container instead, fed the RDB, then redis-server on it.
+        name = "composeops-verify-%s-%s" % (source["name"], secrets.token_hex(4))
+        self.run(["docker", "run", "--detach", "--rm", "--name", name, "--network", "none", "--user", "0",
+                  "--entrypoint", "sleep", image, "3600"])
+        try:
+            result = self.dump_to(snapshot, source, ["docker", "exec", "-i", name, "sh", "-c",
+                                                     "mkdir -p /tmp/verify && cat > /tmp/verify/dump.rdb"])
+            if result.returncode != 0:
+                raise Failure("could not copy the RDB: " + result.stderr.strip())
+            self.run(["docker", "exec", name, "redis-server", "--port", "6399", "--dir", "/tmp/verify",
+                      "--daemonize", "yes", "--save", "", "--appendonly", "no"])
+            self.wait_for(["docker", "exec", name, "sh", "-c",
+                           "redis-cli -p 6399 INFO persistence | grep -q '^loading:0'"], "the throwaway redis")
+            keys = int(self.run(["docker", "exec", name, "redis-cli", "-p", "6399", "DBSIZE"]).stdout.strip() or 0)
+        finally:
+            self.run(["docker", "rm", "--force", name], check=False)
+        if "keys" in recorded and keys != recorded["keys"]:
+            raise Failure("the RDB holds %d keys, %d at dump time" % (keys, recorded["keys"]))
+        return "snapshot %s restored: %d keys" % (snapshot["id"][:8], keys)
+
+    # restic check
+
+    def check(self):
+        samples, failed = [], []
+        with self.lock("check"):
+            for repo in self.repos:
+                labels = {"repository": repo["name"]}
+                self.restic(repo, ["unlock"], check=False)
+                result = self.restic(repo, ["check", "--read-data-subset", self.config["check_read_data_subset"]], check=False)
+                if result.returncode != 0:
+                    failed.append("%s: %s" % (repo["name"], result.stderr.strip()[-500:]))
+                samples += [("backup_check_last_run_timestamp_seconds", labels, time.time()),
+                            ("backup_check_last_status", labels, result.returncode == 0)]
+        self.write_metrics("backup_check", sorted(samples, key=lambda s: s[0]))
+        if failed:
+            raise Failure("restic check failed: " + "; ".join(failed))
+        print(json.dumps({"checked": [r["name"] for r in self.repos]}))
+
+    # restore into the live stack
+
+    def restore(self, name, snapshot_id):
+        source = self.source(name)
+        with self.lock(name):
+            snapshot = self.snapshot_of(source, snapshot_id)
+            recorded = self.read_json(self.sidecar(source, snapshot["id"][:8]), {})
+            running = self.run(self.compose(source, ["ps", "--services", "--status", "running"]),
+                               cwd=source["project_dir"]).stdout.split()
+            writers = [s for s in running if s != source["service"]]
+            if writers:
+                self.run(self.compose(source, ["stop"] + writers), cwd=source["project_dir"])
+            try:
+                detail = getattr(self, "restore_" + source["type"])(source, snapshot, recorded)
+            finally:
+                if writers:
+                    self.run(self.compose(source, ["start"] + writers), cwd=source["project_dir"])
+        print(json.dumps({"source": name, "snapshot": snapshot["id"][:8], "writers": writers, "detail": detail}))
+
+    def restore_postgres(self, source, snapshot, recorded):
+        existing = self.postgres_sql(source, "postgres", "SELECT datname FROM pg_database WHERE NOT datistemplate "
+                                                         "AND datname <> 'postgres'").split()
+        for database in existing:
+            self.postgres_sql(source, "postgres", 'DROP DATABASE "%s" WITH (FORCE)' % database.replace('"', '""'))
+        result = self.dump_to(snapshot, source, self.exec_argv(source, [
+            "sh", "-c", 'exec psql -X -q --username="${POSTGRES_USER:-postgres}" --dbname=postgres']))
+        self.check_psql(result)
+        restored = self.postgres_counts(source)
+        problems = compare_counts(recorded.get("counts", {}), restored) if "counts" in recorded else []
+        if problems:
+            raise Failure("restored row counts differ: " + "; ".join(problems[:10]))
+        return "%d tables, %d rows" % (len(restored), sum(restored.values()))
+
+    def restore_redis(self, source, snapshot, recorded):
+        rdb = recorded.get("rdb", "/data/dump.rdb")
+        self.run(self.compose(source, ["stop", source["service"]]), cwd=source["project_dir"])
+        directory = os.path.dirname(rdb)
+        script = ('set -e; cat > "$1.restore"; chown --reference="$2" "$1.restore"; mv "$1.restore" "$1"; '
+                  'if [ -d "$2/appendonlydir" ]; then mv "$2/appendonlydir" "$2/appendonlydir.before-restore-$3"; fi')
+        result = self.dump_to(snapshot, source, self.compose(source, [
+            "run", "--rm", "--no-deps", "-T", "--user", "0", "--entrypoint", "sh", source["service"], "-c", script,
+            "restore", rdb, directory, str(int(time.time()))]))
+        if result.returncode != 0:
+            raise Failure("could not write the RDB: " + result.stderr.strip()[-1000:])
+        self.run(self.compose(source, ["start", source["service"]]), cwd=source["project_dir"])
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            out = self.run(self.exec_argv(source, ["redis-cli", "INFO", "persistence"], ["REDISCLI_AUTH"]),
+                           check=False, env=self.redis_env(source), cwd=source["project_dir"]).stdout
+            if redis_info(out).get("loading") == "0":
+                break
+            time.sleep(1)
+        keys = int(self.redis_cli(source, "DBSIZE") or 0)
+        if "keys" in recorded and keys != recorded["keys"]:
+            raise Failure("redis holds %d keys after the restore, %d at dump time" % (keys, recorded["keys"]))
+        return "%d keys" % keys
+
+    def restore_volume(self, source, snapshot, recorded):
+        self.run(self.compose(source, ["stop", source["service"]]), cwd=source["project_dir"])
+        try:
+            args = ["restore", snapshot["id"], "--target", "/"]
+            if self.config["restore_delete"]:
+                args.append("--delete")
+            self.restic(self.repos[0], args)
+        finally:
+            self.run(self.compose(source, ["start", source["service"]]), cwd=source["project_dir"])
+        return "restored %s" % ", ".join(snapshot["paths"])
+
+    restore_files = restore_volume
+
+
+COUNT_TABLES_SQL = ("SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') "
+                    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                    "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1")
+
+
+def quote_table(name):
+    """A schema.table name as COUNT_TABLES_SQL printed it (already quoted where needed)."""
+    if not re.match(r'^("([^"]|"")+"|[a-z_][a-z0-9_$]*)\.("([^"]|"")+"|[a-z_][a-z0-9_$]*)$', name):
+        raise Failure("unexpected table name %r" % name)
+    return name
+
+
+HELPS = {
+    "backup_last_run_timestamp_seconds": "When the last backup run of the source ended.",
+    "backup_last_success_timestamp_seconds": "When the last successful backup of the source ended.",
+    "backup_last_status": "1 when the last backup run succeeded, 0 when it failed.",
+    "backup_duration_seconds": "How long the last backup run took.",
+    "backup_size_bytes": "Bytes read by the last successful backup (the dump or the files).",
+    "backup_verify_last_run_timestamp_seconds": "When the last test restore ran.",
+    "backup_verify_last_success_timestamp_seconds": "When the last test restore succeeded.",
+    "backup_verify_last_status": "1 when the last test restore succeeded, 0 when it failed.",
+    "backup_verify_duration_seconds": "How long the last test restore took.",
+    "backup_check_last_run_timestamp_seconds": "When restic check last ran on the repository.",
+    "backup_check_last_status": "1 when the last restic check passed, 0 when it failed.",
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="composeops-backup", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=CONFIG)
+    parser.add_argument("command", choices=["init", "backup", "verify", "check", "restore", "snapshots"])
+    parser.add_argument("source", nargs="?")
+    parser.add_argument("--snapshot", default="latest")
+    args = parser.parse_args(argv)
+    with open(args.config, encoding="utf-8") as handle:
+        runner = Runner(json.load(handle))
+    os.umask(0o077)
+    try:
+        if args.command in ("init", "check"):
+            getattr(runner, args.command)()
+        elif args.source is None:
+            parser.error("%s needs a source" % args.command)
+        elif args.command == "restore":
+            runner.restore(args.source, args.snapshot)
+        else:
+            getattr(runner, args.command)(args.source)
+    except Failure as exc:
+        print("composeops-backup %s: %s" % (args.command, exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
