@@ -1,0 +1,180 @@
+"""Backups of the demo stack on its test host, in the order they run: back up (playbooks/backup.yml),
+change the data, restore (playbooks/restore.yml) and prove every table equal; the off-site copy on
+the second test host; a database killed in the middle of a dump; the test restores started from
+their systemd units. prepare seeded Postgres (orders, events) and Redis (100 keys)."""
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import testinfra
+
+testinfra_hosts = ["backup-debian13"]
+
+SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(SCENARIO))
+STACK = "/opt/stacks/demo"
+RUNNER = "/usr/local/sbin/composeops-backup"
+METRICS = "/var/lib/prometheus/node-exporter"
+COMPOSE = "cd %s && docker compose " % STACK
+PSQL = COMPOSE + "exec -T db psql -X -q -A -t -v ON_ERROR_STOP=1 -U app -d app "
+REDIS = ("cd %s && REDISCLI_AUTH=$(cat /var/lib/composeops/secrets/demo/redis_password) "
+         "docker compose exec -T -e REDISCLI_AUTH redis redis-cli " % STACK)
+
+
+def playbook(name, **extra):
+    argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+            os.path.join(ROOT, "playbooks", name + ".yml"), "-e", json.dumps(extra)]
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    return subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600, check=False)
+
+
+def sh(host, command):
+    result = host.run(command)
+    assert result.rc == 0, "%s\n%s%s" % (command, result.stdout, result.stderr)
+    return result.stdout
+
+
+def checksums(host):
+    """md5 of every table of the app database, rows in a fixed order."""
+    tables = sh(host, PSQL + "-c \"SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1\"").split()
+    assert "orders" in tables and "events" in tables
+    sql = " UNION ALL ".join("SELECT '%s', md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM %s t"
+                             % (t, t) for t in tables)
+    return dict(line.split("|") for line in sh(host, PSQL + '-c "%s"' % sql).split())
+
+
+def metric(host, name, source, repository="local", file=None):
+    text = host.file("%s/composeops_%s.prom" % (METRICS, file or "backup_" + source)).content_string
+    wanted = '%s{repository="%s",source="%s"} ' % (name, repository, source)
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(wanted))
+
+
+def snapshot_ids(host, source):
+    return [s["id"] for s in json.loads(sh(host, "%s snapshots %s" % (RUNNER, source)))]
+
+
+def wait_healthy(host, service, seconds=90):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if "(healthy)" in host.run(COMPOSE + "ps %s --format '{{.Status}}'" % service).stdout:
+            return
+        time.sleep(1)
+    pytest.fail("%s did not become healthy" % service)
+
+
+@pytest.fixture(scope="module")
+def state():
+    return {}
+
+
+def test_role_files_and_timers(host):
+    password = host.file("/var/lib/composeops/backup/restic-password")
+    assert password.mode == 0o600 and password.user == "root" and len(password.content_string.strip()) == 48
+    config = host.file("/etc/composeops/backup/config.json").content_string
+    assert password.content_string.strip() not in config
+    for unit in ["composeops-backup-demo-db", "composeops-backup-demo-redis", "composeops-backup-demo-redis-volume",
+                 "composeops-backup-verify-demo-db", "composeops-backup-verify-demo-redis", "composeops-backup-check"]:
+        assert host.service(unit + ".timer").is_enabled, unit
+    timer = host.file("/etc/systemd/system/composeops-backup-demo-redis.timer").content_string
+    assert "OnCalendar=*-*-* 00/6:00:00" in timer and "Persistent=true" in timer and "RandomizedDelaySec=" in timer
+
+
+def test_backup_playbook_backs_up_every_source(host, state):
+    state["checksums"] = checksums(host)
+    state["keys"] = int(sh(host, REDIS + "DBSIZE"))
+    assert state["keys"] >= 100
+    result = playbook("backup", backup_stack="demo")
+    assert result.returncode == 0, result.stdout[-3000:]
+    for source in ["demo-db", "demo-redis", "demo-redis-volume"]:
+        assert len(snapshot_ids(host, source)) == 1, source
+        for repository in ["local", "offsite"]:
+            assert metric(host, "backup_last_status", source, repository) == 1
+            assert metric(host, "backup_last_success_timestamp_seconds", source, repository) > time.time() - 600
+        assert metric(host, "backup_size_bytes", source) > 0
+    # Counts at dump time, next to the snapshot, for the test restores.
+    sidecar = json.loads(sh(host, "cat /var/lib/composeops/backup/snapshots/demo-db/%s.json"
+                            % snapshot_ids(host, "demo-db")[0]))
+    assert sidecar["counts"]["app.public.orders"] == 1000 and sidecar["counts"]["app.public.events"] == 20000
+
+
+def test_offsite_copy_on_the_second_host(host):
+    target = testinfra.get_host("ansible://backup-target", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    snapshots = target.run("ls /srv/restic/backup-debian13/snapshots | wc -l")
+    assert snapshots.rc == 0 and int(snapshots.stdout) == 3
+    # Encrypted: no table name or Redis key in clear text there.
+    assert target.run("grep -rqs customer /srv/restic/backup-debian13/data").rc == 1
+
+
+def test_restore_refuses_without_confirmation(host, state):
+    result = playbook("restore", restore_source="demo-db")
+    assert result.returncode != 0 and "restore_confirm=yes" in result.stdout
+    assert checksums(host) == state["checksums"]
+
+
+def test_restore_brings_back_every_table_and_key(host, state):
+    sh(host, PSQL + "-c \"DELETE FROM orders WHERE id % 3 = 0; UPDATE events SET payload = '{}' WHERE id < 50; "
+                    "CREATE TABLE stray (x int)\"")
+    sh(host, REDIS + "DEL key:1 key:2")
+    sh(host, REDIS + "SET key:new x")
+    assert checksums(host) != state["checksums"]
+    result = playbook("restore", restore_source="demo-db", restore_confirm="yes")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert checksums(host) == state["checksums"]
+    result = playbook("restore", restore_source="demo-redis", restore_confirm="yes")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert int(sh(host, REDIS + "DBSIZE")) == state["keys"]
+    assert sh(host, REDIS + "GET key:1").strip() == "value-1"
+    assert sh(host, REDIS + "EXISTS key:new").strip() == "0"
+    # The writers run again, and the app reaches both.
+    wait_healthy(host, "app")
+
+
+def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
+    wait_healthy(host, "db")
+    before = snapshot_ids(host, "demo-db")
+    # A session holds a lock on events: pg_dump of the app database waits for it, half-way
+    # through pg_dumpall's output. Then the database container is killed under it.
+    sh(host, "systemd-run --unit=hold-lock --collect /bin/sh -c \"" + PSQL.replace('"', '\\"')
+       + "-c 'BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60)'\"")
+    time.sleep(2)
+    sh(host, "systemd-run --unit=dump-killed --collect --property=RemainAfterExit=yes "
+       "/bin/sh -c '%s backup demo-db; echo $? > /run/dump-killed.rc'" % RUNNER)
+    deadline = time.time() + 30
+    while "pg_dump" not in host.run(PSQL + "-c \"SELECT string_agg(application_name, ' ') FROM pg_stat_activity\"").stdout:
+        assert time.time() < deadline, "pg_dump never started"
+        time.sleep(0.5)
+    sh(host, COMPOSE + "kill db")
+    deadline = time.time() + 60
+    while not host.file("/run/dump-killed.rc").exists:
+        assert time.time() < deadline, "the backup run did not end"
+        time.sleep(1)
+    assert host.file("/run/dump-killed.rc").content_string.strip() != "0"
+    sh(host, COMPOSE + "start db")
+    wait_healthy(host, "db")
+    assert snapshot_ids(host, "demo-db") == before
+    assert metric(host, "backup_last_status", "demo-db") == 0
+    assert metric(host, "backup_last_success_timestamp_seconds", "demo-db") > 0
+    # The repository is sound, and the next run succeeds again.
+    sh(host, "restic -r /var/backups/composeops/restic --password-file /var/lib/composeops/backup/restic-password check")
+    sh(host, RUNNER + " backup demo-db")
+    assert metric(host, "backup_last_status", "demo-db") == 1
+
+
+@pytest.mark.parametrize("source", ["demo-db", "demo-redis"])
+def test_verification_runs_from_its_unit(host, source):
+    result = host.run("systemctl start composeops-backup-verify-%s.service" % source)
+    assert result.rc == 0, host.run("journalctl -u composeops-backup-verify-%s --no-pager -n 30" % source).stdout
+    assert metric(host, "backup_verify_last_status", source, file="backup_verify_" + source) == 1
+    assert host.run("docker ps -a --filter label=org.composeops.backup.verify --quiet").stdout.strip() == ""
+
+
+def test_backup_runs_from_its_unit_and_check(host):
+    for unit in ["composeops-backup-demo-redis.service", "composeops-backup-check.service"]:
+        result = host.run("systemctl start " + unit)
+        assert result.rc == 0, host.run("journalctl -u %s --no-pager -n 30" % unit).stdout
+    text = host.file(METRICS + "/composeops_backup_check.prom").content_string
+    assert 'backup_check_last_status{repository="offsite"} 1' in text

@@ -1,0 +1,110 @@
+"""The pure logic of the backup runner (roles/backup/files/composeops-backup.py): metrics in the
+Prometheus text format, restic's JSON output (recorded from real runs, tests/unit/fixtures/backup/),
+row counts and their comparison, Redis INFO, the sftp command."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "backup"
+_spec = importlib.util.spec_from_file_location("composeops_backup", ROOT / "roles/backup/files/composeops-backup.py")
+runner = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(runner)
+
+
+def test_metrics_render_help_and_type_once_per_name():
+    text = runner.render_metrics([
+        ("backup_last_status", {"source": "demo-db", "repository": "local"}, True),
+        ("backup_last_status", {"source": "demo-db", "repository": "offsite"}, False),
+        ("backup_duration_seconds", {"source": "demo-db", "repository": "local"}, 12.3456),
+        ("backup_size_bytes", {"source": "demo-db", "repository": "local"}, 1048576.0),
+    ], runner.HELPS)
+    assert text.count("# TYPE backup_last_status gauge") == 1
+    assert 'backup_last_status{repository="local",source="demo-db"} 1\n' in text
+    assert 'backup_last_status{repository="offsite",source="demo-db"} 0\n' in text
+    assert 'backup_duration_seconds{repository="local",source="demo-db"} 12.346\n' in text
+    assert 'backup_size_bytes{repository="local",source="demo-db"} 1048576\n' in text
+    assert text.endswith("\n")
+
+
+def test_metrics_escape_label_values():
+    text = runner.render_metrics([("x", {"source": 'a"b\\c\nd'}, 1)], {})
+    assert 'x{source="a\\"b\\\\c\\nd"} 1' in text
+
+
+def test_backup_summary_from_a_recorded_run():
+    summary = runner.parse_backup_summary((FIXTURES / "backup_stdin.jsonl").read_text())
+    assert len(summary["snapshot_id"]) == 64
+    assert summary["total_bytes_processed"] > 0
+
+
+def test_backup_without_summary_is_a_failure():
+    with pytest.raises(runner.Failure):
+        runner.parse_backup_summary('{"message_type":"status","percent_done":0.5}\nnot json\n')
+
+
+def test_latest_snapshot_from_a_recorded_list():
+    snapshots = json.loads((FIXTURES / "snapshots.json").read_text())
+    latest = runner.latest_snapshot(snapshots)
+    assert latest["time"] == max(s["time"] for s in snapshots)
+    assert runner.latest_snapshot([]) is None
+
+
+def test_counts_parse_and_compare():
+    counts = runner.parse_counts("app|public.orders|1000\napp|public.events|20000\n\nnoise\n")
+    assert counts == {"app.public.orders": 1000, "app.public.events": 20000}
+    assert runner.compare_counts(counts, dict(counts)) == []
+    problems = runner.compare_counts(counts, {"app.public.orders": 999})
+    assert problems == ["app.public.events: 20000 rows at dump time, no restored",
+                        "app.public.orders: 1000 rows at dump time, 999 restored"]
+
+
+def test_postgres_counts_query_every_table_of_every_database():
+    answers = {
+        ("postgres", "db"): "app\npostgres\n",
+        ("app", "tables"): 'public.orders\n"Odd Schema"."T"\n',
+        ("postgres", "tables"): "",
+        ("app", "count"): "app|public.orders|3\napp|\"Odd Schema\".\"T\"|1\n",
+    }
+    seen = []
+
+    def fake(_source, database, sql):
+        seen.append(sql)
+        kind = "db" if "pg_database" in sql else "tables" if "pg_class" in sql else "count"
+        return answers[(database, kind)]
+
+    counts = runner.Runner.postgres_counts(None, {}, fake)
+    assert counts == {"app.public.orders": 3, 'app."Odd Schema"."T"': 1}
+    assert 'FROM "Odd Schema"."T"' in seen[-1]
+
+
+def test_table_names_are_checked_before_they_reach_sql():
+    assert runner.quote_table("public.orders") == "public.orders"
+    with pytest.raises(runner.Failure):
+        runner.quote_table("public.orders; DROP TABLE x")
+
+
+def test_redis_info():
+    info = runner.redis_info("# Persistence\r\nloading:0\r\nrdb_bgsave_in_progress:0\r\n"
+                             "rdb_last_bgsave_status:ok\r\n")
+    assert info["rdb_last_bgsave_status"] == "ok" and info["loading"] == "0"
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("sftp:root@backup-target:/srv/restic/a", "root@backup-target -s sftp"),
+    ("sftp://backup@host.example:2222//srv/a", "-p 2222 backup@host.example -s sftp"),
+])
+def test_sftp_command(url, expected):
+    command = runner.sftp_command(url, "/k", "/kh")
+    assert command.startswith("ssh -i /k -o BatchMode=yes -o StrictHostKeyChecking=accept-new")
+    assert command.endswith(expected)
+
+
+def test_env_file(tmp_path):
+    path = tmp_path / "s3.env"
+    path.write_text("# Ansible managed\nAWS_ACCESS_KEY_ID=abc\nAWS_SECRET_ACCESS_KEY=x=y\n")
+    assert runner.read_env_file(str(path)) == {"AWS_ACCESS_KEY_ID": "abc", "AWS_SECRET_ACCESS_KEY": "x=y"}
+    assert runner.read_env_file("") == {}
