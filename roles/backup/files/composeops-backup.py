@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """composeops-backup: restic backups of the data of Compose stacks (composeops.platform.backup).
 
     composeops-backup init                      create the repositories that do not exist yet
@@ -151,8 +150,8 @@ class Runner:
     def restic_options(self, repo):
         if repo["type"] != "sftp":
             return []
-        return ["-o", "sftp.command=" + sftp_command(repo["url"], self.config["ssh_key"],
-                                                      os.path.join(self.state, "known_hosts"))]
+        known_hosts = os.path.join(self.state, "known_hosts")
+        return ["-o", "sftp.command=" + sftp_command(repo["url"], self.config["ssh_key"], known_hosts)]
 
     def restic(self, repo, args, check=True, **kwargs):
         kwargs.setdefault("stdout", subprocess.PIPE)
@@ -171,8 +170,8 @@ class Runner:
         kwargs.setdefault("stderr", subprocess.PIPE)
         result = subprocess.run(argv, text=True, check=False, **kwargs)
         if check and result.returncode != 0:
-            raise Failure("%s failed (exit %d): %s" % (" ".join(argv[:6]), result.returncode,
-                                                         (result.stderr or "").strip()[-2000:]))
+            error = (result.stderr or "").strip()[-2000:]
+            raise Failure("%s failed (exit %d): %s" % (" ".join(argv[:6]), result.returncode, error))
         return result
 
     def container(self, source):
@@ -254,7 +253,6 @@ class Runner:
 
     def dump_command(self, source, facts):
         if source["type"] == "postgres":
-            facts["counts"] = self.postgres_counts(source)
             return self.exec_argv(source, ["sh", "-c", 'exec pg_dumpall --username="${POSTGRES_USER:-postgres}"'])
         facts.update(self.redis_save(source))
         return self.exec_argv(source, ["cat", facts["rdb"]])
@@ -269,18 +267,23 @@ class Runner:
         """{db.schema.table: rows} of every table of every database (exact count(*))."""
         runner = runner or self.postgres_sql
         databases = runner(source, "postgres", "SELECT datname FROM pg_database WHERE datallowconn "
-                                               "AND NOT datistemplate ORDER BY 1").split()
+                                               "AND NOT datistemplate ORDER BY 1").splitlines()
         counts = {}
         for database in databases:
-            tables = runner(source, database, COUNT_TABLES_SQL).split()
+            tables = [t for t in runner(source, database, COUNT_TABLES_SQL).splitlines() if t.strip()]
             if not tables:
                 continue
-            sql = " UNION ALL ".join("SELECT '%s|%s|' || count(*) FROM %s" % (database, t, quote_table(t)) for t in tables)
+            sql = " UNION ALL ".join("SELECT '%s|%s|' || count(*) FROM %s"
+                                     % (database.replace("'", "''"), t.replace("'", "''"), quote_table(t))
+                                     for t in tables)
             counts.update(parse_counts(runner(source, database, sql)))
         return counts
 
     def redis_save(self, source):
         before = self.redis_cli(source, "LASTSAVE")
+        # LASTSAVE counts seconds: a save in the same second as the last one would not show.
+        while int(time.time()) <= int(before or 0):
+            time.sleep(0.2)
         keys = int(self.redis_cli(source, "DBSIZE") or 0)
         self.redis_cli(source, "BGSAVE")
         deadline = time.time() + 3600
@@ -304,9 +307,9 @@ class Runner:
     def backup_stdin(self, source, primary, command, filename, tags):
         args = ["backup", "--json", "--stdin-filename", filename] + tags
         if self.config["stdin_from_command"]:
+            extra = self.redis_env(source) if source["type"] == "redis" else None
             result = subprocess.run(["restic"] + self.restic_options(primary) + args + ["--stdin-from-command", "--"]
-                                    + command, env=self.restic_env(primary, self.redis_env(source)
-                                                                    if source["type"] == "redis" else None),
+                                    + command, env=self.restic_env(primary, extra),
                                     cwd=source["project_dir"], text=True, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, check=False)
             if result.returncode != 0:
@@ -357,14 +360,17 @@ class Runner:
                     if source["type"] in DUMP_FILES:
                         summary = self.backup_stdin(source, primary, self.dump_command(source, facts),
                                                     DUMP_FILES[source["type"]], tags)
+                        if source["type"] == "postgres":
+                            # Right after the dump, for the test restores to compare with.
+                            facts["counts"] = self.postgres_counts(source)
                     else:
                         paths = [self.volume_mountpoint(source)] if source["type"] == "volume" else source["paths"]
                         summary = parse_backup_summary(self.restic(primary, ["backup", "--json"] + tags + paths).stdout)
                     snapshot = summary["snapshot_id"]
                     facts.update(snapshot=snapshot, time=started)
                     self.write_json(self.sidecar(source, snapshot[:8]), facts)
-                    results[primary["name"]] = summary
                     self.forget(primary, source)
+                    results[primary["name"]] = summary
                     for repo in self.repos[1:]:
                         self.restic(repo, ["unlock"])
                         self.restic(repo, ["copy", "--from-repo", primary["url"], "--from-password-file",
@@ -402,7 +408,7 @@ class Runner:
                 last = {"success": now, "size": results[repo["name"]].get("total_bytes_processed", 0)}
             status[repo["name"]] = last
             samples += [("backup_last_run_timestamp_seconds", labels, now),
-                        ("backup_last_status", labels, ok and not error),
+                        ("backup_last_status", labels, ok),
                         ("backup_duration_seconds", labels, now - started)]
             if last:
                 samples += [("backup_last_success_timestamp_seconds", labels, last["success"]),
@@ -500,7 +506,8 @@ class Runner:
 
     def verify_postgres(self, source, snapshot, image, recorded):
         user = self.container_env(source).get("POSTGRES_USER", "postgres")
-        env = {"POSTGRES_USER": user, "POSTGRES_PASSWORD": secrets.token_urlsafe(24)}
+        # POSTGRES_DB postgres: the image creates no database of its own, the dump creates them all.
+        env = {"POSTGRES_USER": user, "POSTGRES_DB": "postgres", "POSTGRES_PASSWORD": secrets.token_urlsafe(24)}
         with self.throwaway(source, image, [], env) as name:
             self.wait_for(["docker", "exec", name, "pg_isready", "-q", "-h", "127.0.0.1", "-U", user], "the throwaway postgres")
             result = self.dump_to(snapshot, source, ["docker", "exec", "-i", name, "psql", "-X", "-q", "-U", user,
@@ -627,10 +634,9 @@ class Runner:
     def restore_volume(self, source, snapshot, recorded):
         self.run(self.compose(source, ["stop", source["service"]]), cwd=source["project_dir"])
         try:
-            args = ["restore", snapshot["id"], "--target", "/"]
-            if self.config["restore_delete"]:
-                args.append("--delete")
-            self.restic(self.repos[0], args)
+            # In place; files that the snapshot does not have are kept (restic's --delete would
+            # compare with the whole target, /).
+            self.restic(self.repos[0], ["restore", snapshot["id"], "--target", "/"])
         finally:
             self.run(self.compose(source, ["start", source["service"]]), cwd=source["project_dir"])
         return "restored %s" % ", ".join(snapshot["paths"])
@@ -667,7 +673,7 @@ HELPS = {
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="composeops-backup", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="composeops-backup", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--config", default=CONFIG)
     parser.add_argument("command", choices=["init", "backup", "verify", "check", "restore", "snapshots"])
     parser.add_argument("source", nargs="?")
