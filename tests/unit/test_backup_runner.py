@@ -21,13 +21,19 @@ def test_metrics_render_help_and_type_once_per_name():
         ("backup_last_status", {"source": "demo-db", "repository": "offsite"}, False),
         ("backup_duration_seconds", {"source": "demo-db", "repository": "local"}, 12.3456),
         ("backup_size_bytes", {"source": "demo-db", "repository": "local"}, 1048576.0),
-    ], runner.HELPS)
-    assert text.count("# TYPE backup_last_status gauge") == 1
-    assert 'backup_last_status{repository="local",source="demo-db"} 1\n' in text
-    assert 'backup_last_status{repository="offsite",source="demo-db"} 0\n' in text
-    assert 'backup_duration_seconds{repository="local",source="demo-db"} 12.346\n' in text
-    assert 'backup_size_bytes{repository="local",source="demo-db"} 1048576\n' in text
-    assert text.endswith("\n")
+    ], {"backup_last_status": "1 ok, 0 failed."})
+    assert text == "\n".join([
+        "# HELP backup_last_status 1 ok, 0 failed.",
+        "# TYPE backup_last_status gauge",
+        'backup_last_status{repository="local",source="demo-db"} 1',
+        'backup_last_status{repository="offsite",source="demo-db"} 0',
+        "# HELP backup_duration_seconds backup_duration_seconds",
+        "# TYPE backup_duration_seconds gauge",
+        'backup_duration_seconds{repository="local",source="demo-db"} 12.346',
+        "# HELP backup_size_bytes backup_size_bytes",
+        "# TYPE backup_size_bytes gauge",
+        'backup_size_bytes{repository="local",source="demo-db"} 1048576',
+    ]) + "\n"
 
 
 def test_metrics_escape_label_values():

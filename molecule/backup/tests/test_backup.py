@@ -144,8 +144,9 @@ def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
     sh(host, "systemd-run --unit=dump-killed --collect --property=RemainAfterExit=yes "
        "/bin/sh -c '%s backup demo-db; echo $? > /run/dump-killed.rc'" % RUNNER)
     deadline = time.time() + 30
-    while "pg_dump" not in host.run(PSQL + "-c \"SELECT string_agg(application_name, ' ') FROM pg_stat_activity\"").stdout:
-        assert time.time() < deadline, "pg_dump never started"
+    waiting = PSQL + "-c \"SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'\""
+    while host.run(waiting).stdout.strip() != "1":
+        assert time.time() < deadline, "pg_dump never waited for the lock"
         time.sleep(0.5)
     sh(host, COMPOSE + "kill db")
     deadline = time.time() + 60
