@@ -118,7 +118,9 @@ class ActionModule(ActionBase):
             offset += len(progress.encode("utf-8"))
             for line in progress.splitlines():
                 if show and line.strip():
-                    display.display("%s | %s" % (host, line))
+                    # On stderr, like Ansible's warnings: stdout stays the callback's own (a json
+                    # callback's output must parse).
+                    display.display("%s | %s" % (host, line), stderr=True)
             if finished:
                 break
 
