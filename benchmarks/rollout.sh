@@ -11,6 +11,8 @@
 #   naive      `docker compose up -d` of the stack with app 2.0 (the project's own files plus an
 #              override file); failed requests, longest gap between successful responses (gap_s).
 #              The stack is then put back to app 1.0 with the collection (benchmarks/rollout/stack.yml).
+#   noop       playbooks/rollout.yml with nothing to change (the stack runs the inventory's images):
+#              what running the controller and the role costs the service on this machine
 #   rollout    playbooks/rollout.yml to app 3.0: failed requests (target 0), p50/p99 of the answers
 #              (200) to requests started during the playbook against steady (p99_ratio, target
 #              <= 2), slow requests completed, duration_s
@@ -19,6 +21,10 @@
 #              failed requests (target 0), rollback_s: from the progress line of the failed gate to
 #              the one of the removal of the new replicas (/var/log/composeops/rollout-demo.log;
 #              whole seconds), and which version serves afterwards
+#
+# The controller (ansible-playbook, ssh) runs at nice 19: on a real deployment it is another
+# machine, here it shares the 2 cores with the server; the work of the rollout on the server (the
+# module, docker, the new replicas, nginx) runs at normal priority and is what the figures measure.
 #
 # A failed request is any answer but 200 (a 429 too). hey's CSV has no row for a request without
 # an answer: its timeout (90 s) is above nginx's (60 s), so nginx answers all of them; nginx's
@@ -116,11 +122,13 @@ naive_update() {
 }
 project_label() { on_host docker inspect -f "{{ index .Config.Labels \"com.docker.compose.project.$1\" }}" "$naive_cid"; }
 
-# rollout IMAGE NAME: playbooks/rollout.yml of the demo stack's app to IMAGE, its result as JSON
-# in $work/NAME.json.
+# rollout NAME [IMAGE]: playbooks/rollout.yml of the demo stack (its app to IMAGE, if given), its
+# result as JSON in $work/NAME.json.
 rollout() {
-  ANSIBLE_STDOUT_CALLBACK=ansible.posix.json ansible-playbook -i "$inventory" playbooks/rollout.yml \
-    -e rollout_stack=demo -e "{\"rollout_images\": {\"app\": \"$1\"}}" >"$work/$2.json"
+  local images={}
+  [ $# -lt 2 ] || images="{\"app\": \"$2\"}"
+  ANSIBLE_STDOUT_CALLBACK=ansible.posix.json nice -n 19 ansible-playbook -i "$inventory" playbooks/rollout.yml \
+    -e rollout_stack=demo -e "{\"rollout_images\": $images}" >"$work/$1.json"
 }
 
 run_case steady 5 sleep 10
@@ -128,8 +136,9 @@ run_case naive 15 naive_update
 restore_start=$(date +%s)
 quiet restore ansible-playbook -i "$inventory" benchmarks/rollout/stack.yml
 echo "  restore    the stack put back with the collection in $(($(date +%s) - restore_start)) s, serving $(on_host curl -sk "https://$site/version")"
-run_case rollout 5 rollout "$app_v3" rollout
-run_case bad_image 5 rollout "$app_broken" bad_image
+run_case noop 5 rollout noop
+run_case rollout 5 rollout rollout "$app_v3"
+run_case bad_image 5 rollout bad_image "$app_broken"
 on_host cat /var/log/composeops/rollout-demo.log >"$work/progress.log" 2>/dev/null || true
 loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)
 run_s=$(($(date +%s) - started))
@@ -217,9 +226,9 @@ def module_result(name):
     return {}
 
 
-cases = {n: window(n) for n in ("steady", "naive", "rollout", "bad_image")}
+cases = {n: window(n) for n in ("steady", "naive", "noop", "rollout", "bad_image")}
 steady, naive, rollout, bad = cases["steady"], cases["naive"], cases["rollout"], cases["bad_image"]
-for case in (rollout, bad):
+for case in (cases["noop"], rollout, bad):
     case["p50_ratio"] = round(case["p50_ms"] / steady["p50_ms"], 2) if case["p50_ms"] and steady["p50_ms"] else None
     case["p99_ratio"] = round(case["p99_ms"] / steady["p99_ms"], 2) if case["p99_ms"] and steady["p99_ms"] else None
 result = module_result("rollout")
@@ -271,7 +280,7 @@ rows = [
     ("nginx requests", "nginx_requests"), ("nginx failed", "nginx_failed"),
     ("rollout s (module)", "duration_s"), ("rollback s", "rollback_s"), ("serving after", "serving_after"),
 ]
-names = ("steady", "naive", "rollout", "bad_image")
+names = ("steady", "naive", "noop", "rollout", "bad_image")
 
 
 def show(v):

@@ -64,6 +64,12 @@ def lock_message(project, lock, fmt=fmt_time):
                lock.get("host") or "this host", fmt(lock.get("expires"))))
 
 
+def default_who(environ=None):
+    """Who deploys when the caller does not say: the sudo user, then the login name."""
+    environ = os.environ if environ is None else environ
+    return environ.get("SUDO_USER") or environ.get("LOGNAME") or environ.get("USER") or "unknown"
+
+
 def new_token():
     return binascii.hexlify(os.urandom(12)).decode("ascii")
 

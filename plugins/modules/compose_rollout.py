@@ -234,6 +234,11 @@ plan:
   description: Per service the planned strategy and the reason.
   returned: always
   type: dict
+locked_by:
+  description: Check mode only, when another run holds the stack's deploy lock (which a real run would wait for) -
+    who holds it, since when and until when.
+  returned: in check mode, when the lock is held by another run
+  type: str
 """
 
 import datetime
@@ -291,7 +296,7 @@ class Rollout(object):
         self.dir = os.path.abspath(self.p["project_dir"])
         self.project = self.p["project_name"] or os.path.basename(self.dir.rstrip("/"))
         self.check = module.check_mode
-        self.who = self.p["who"] or os.environ.get("SUDO_USER") or os.environ.get("LOGNAME") or os.environ.get("USER") or "unknown"
+        self.who = self.p["who"] or lk.default_who()
         self.progress = []
         self.progress_file = self.p["progress_file"] or "/var/log/composeops/rollout-%s.log" % self.project
         self.result = dict(changed=False, actions={}, recovered={}, rolled_back=[], progress=self.progress,
@@ -309,6 +314,7 @@ class Rollout(object):
         self.lock = None
         self.lock_token = None
         self.lock_renewed = 0
+        self.recovery_pending = False
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -423,6 +429,19 @@ class Rollout(object):
         """Only a lock this process took: the playbook run that passed lock_token releases its own."""
         if self.lock_token and not self.p["lock_token"]:
             self.lock.release(self.lock_token)
+
+    def look_ahead(self):
+        """Check mode: what a real run would meet before its plan. A journal is an interrupted
+        rollout it would recover (a change); a lock held by another run is one it would wait for
+        (C(locked_by): the compose_rollout action plugin then does not take a no-change answer as
+        final)."""
+        self.recovery_pending = os.path.exists(self.journal_path())
+        if self.recovery_pending:
+            self.say("an interrupted rollout would be recovered first")
+        lock, raw, dummy = lk.StackLock(self.p["lock_dir"], self.project, self.who, self.p["lock_expiry"],
+                                        self.module.warn).read()
+        if raw is not None and (lock or {}).get("token") != self.p["lock_token"]:
+            self.result["locked_by"] = lk.lock_message(self.project, lock or {})
 
     # --- recovery --------------------------------------------------------------------------------
 
@@ -773,8 +792,12 @@ class Rollout(object):
                 target = self.result.get("target_release")
                 root = os.path.join(rel.releases_dir(self.dir), target)
                 names = list((self.find_record(records, target) or {}).get("files", []))
-            self.result["changed"] = bool(steps) or self.override_changed or (
-                rel.matching_release(records, self.checksum(names, root), self.running_images()) is None)
+            match = rel.matching_release(records, self.checksum(names, root), self.running_images())
+            if match is not None:
+                self.result["release"] = match
+            # A real run would also recover an interrupted rollout, or make the matching release current.
+            self.result["changed"] = bool(steps) or self.override_changed or self.recovery_pending or (
+                match is None or match["id"] != current)
             return self.result
         return self.apply(steps, records, current)
 
@@ -946,7 +969,9 @@ class Rollout(object):
 
     def main(self):
         try:
-            if not self.check:
+            if self.check:
+                self.look_ahead()
+            else:
                 self.take_lock()
                 self.recover()
             return self.execute()

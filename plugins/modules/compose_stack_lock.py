@@ -99,8 +99,6 @@ released:
   type: bool
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.composeops.platform.plugins.module_utils import _lock as lk
@@ -110,7 +108,7 @@ class StackLockManager(object):
     def __init__(self, module):
         self.module = module
         p = module.params
-        who = p["who"] or os.environ.get("SUDO_USER") or os.environ.get("LOGNAME") or os.environ.get("USER") or "unknown"
+        who = p["who"] or lk.default_who()
         self.lock = lk.StackLock(p["lock_dir"], p["project_name"], who, p["expiry"], module.warn)
 
     def run(self):

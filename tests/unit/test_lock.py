@@ -43,6 +43,13 @@ def test_lock_unreadable_is_stale():
     assert lk.lock_stale(None, 2000, "b1", lambda pid: True) == "the lock file is unreadable"
 
 
+def test_default_who_is_the_sudo_user_then_the_login():
+    assert lk.default_who({"SUDO_USER": "alice", "LOGNAME": "root", "USER": "root"}) == "alice"
+    assert lk.default_who({"LOGNAME": "bob", "USER": "root"}) == "bob"
+    assert lk.default_who({"USER": "carol"}) == "carol"
+    assert lk.default_who({}) == "unknown"
+
+
 def test_lock_message():
     msg = lk.lock_message("shop", _lock(), lambda t: "T%d" % t)
     assert msg == "stack shop is being deployed by alice since T1000 (pid 42 on h, expires at T3000)"

@@ -438,6 +438,7 @@ def test_diff_and_actions():
 
 from ansible.module_utils import basic  # noqa: E402
 from ansible.module_utils.testing import patch_module_args  # noqa: E402
+from ansible_collections.composeops.platform.plugins.action import compose_rollout as action  # noqa: E402
 from ansible_collections.composeops.platform.plugins.modules import compose_rollout, compose_release_info  # noqa: E402
 
 
@@ -539,6 +540,33 @@ def test_module_check_mode_plans_and_changes_nothing(monkeypatch, stack, tmp_pat
     assert not (Path(stack["project_dir"]) / "compose.rollout.yaml").exists()
     assert not (tmp_path / "locks").exists() and not (tmp_path / "log").exists()
     assert not any(c[1] in ("rm", "stop") or "up" in c for c in calls)
+
+
+def test_check_mode_answer_is_final_only_when_nothing_waits(monkeypatch, stack, tmp_path):
+    """The action plugin returns a check-mode answer as the run's result when it is settled: what
+    the real run would return, with nothing to recover and no other run's lock to wait for."""
+    args = dict(stack)
+    record = _run(monkeypatch, compose_rollout, args, [], version="after")[0].result["release"]
+    exc, dummy = _run(monkeypatch, compose_rollout, args, [], version="after", check=True)
+    assert exc.result["changed"] is False and exc.result["release"]["id"] == record["id"]
+    assert action.settled(exc.result)
+    # Another run holds the lock: the real run would wait for it, so the answer is not final.
+    locks = tmp_path / "locks"
+    (locks / "rodemo.lock").write_text(json.dumps({"token": "theirs", "pid": None, "who": "bob", "started": 0,
+                                                   "expires": 4102444800}))
+    exc, dummy = _run(monkeypatch, compose_rollout, args, [], version="after", check=True)
+    assert exc.result["changed"] is False and "being deployed by bob" in exc.result["locked_by"]
+    assert not action.settled(exc.result)
+    # Held by the caller itself (the role's lock_token): final again.
+    exc, dummy = _run(monkeypatch, compose_rollout, dict(args, lock_token="theirs"), [], version="after", check=True)
+    assert "locked_by" not in exc.result and action.settled(exc.result)
+    (locks / "rodemo.lock").unlink()
+    # An interrupted rollout's journal: the real run would recover it, a change.
+    journal = Path(stack["project_dir"]) / ".releases" / "journal.json"
+    journal.write_text(json.dumps({"release": record["id"], "service": "web", "phase": "started", "old": [], "new": []}))
+    exc, dummy = _run(monkeypatch, compose_rollout, args, [], version="after", check=True)
+    assert exc.result["changed"] is True and not action.settled(exc.result)
+    assert journal.exists()
 
 
 def test_module_refuses_images_of_unknown_services(monkeypatch, stack):

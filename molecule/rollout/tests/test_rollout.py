@@ -6,6 +6,7 @@ Release history after the tests: 1.0 (prepare), 2.0 (converge), broken (rolled b
 3.0 (interrupted, then recovered), 1.0 again (rollback.yml to the 2nd previous release).
 """
 
+import calendar
 import json
 import os
 import re
@@ -78,13 +79,16 @@ def releases(host):
             for f in ids if re.match(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]+\.json$", f)]
 
 
-def start_load(host, site, label, seconds=30, slow=2):
-    host.check_output("systemd-run --unit=rollout-load-%s --collect /usr/local/bin/rollout-load %s %d %d /root/load/%s"
-                      % (label, site, seconds, slow, label))
+def start_load(host, site, label, seconds=30, slow=2, slow_seconds=25):
+    host.check_output("systemd-run --unit=rollout-load-%s --collect /usr/local/bin/rollout-load %s %d %d /root/load/%s %d"
+                      % (label, site, seconds, slow, label, slow_seconds))
 
 
-def load_results(host, label):
-    """hey's figures and the slow requests' statuses, once the load of LABEL finished (bounded)."""
+def load_results(host, label, stop=False):
+    """hey's figures and the slow requests (start, end, status, version), once the load of LABEL
+    finished (bounded); ``stop`` ends it first."""
+    if stop:
+        host.check_output("touch /root/load/%s/stop" % label)
     for _attempt in range(120):
         if host.file("/root/load/%s/done" % label).exists:
             break
@@ -92,8 +96,9 @@ def load_results(host, label):
     report = host.file("/root/load/%s/hey.txt" % label).content_string
     codes = {int(c): int(n) for c, n in re.findall(r"\[(\d{3})\]\s+(\d+) responses", report)}
     errors = sum(int(n) for n in re.findall(r"^\s+\[(\d+)\]\s+Get ", report, re.M))
-    slow = [host.file(f).content_string.strip()
-            for f in host.run("ls /root/load/%s/slow-*.txt" % label).stdout.split()]
+    slow = [(float(start), float(end), code, version)
+            for start, end, code, version in (line.split() for line in host.check_output(
+                "cat /root/load/%s/slow-*.txt" % label).splitlines())]
     return {"codes": codes, "errors": errors, "slow": slow, "report": report}
 
 
@@ -101,7 +106,7 @@ def assert_no_failed_request(result, minimum):
     total = sum(result["codes"].values())
     assert total >= minimum, result["report"]
     assert set(result["codes"]) == {200} and result["errors"] == 0, result["report"]
-    assert result["slow"] and all(code == "200" for code in result["slow"]), result
+    assert result["slow"] and all(r[2] == "200" for r in result["slow"]), result["slow"]
 
 
 def assert_serving(host, image, replicas=2):
@@ -126,7 +131,7 @@ def test_rollout_under_load_drops_nothing(host, fixtures):
 def test_never_healthy_image_is_rolled_back(host, site, fixtures):
     before = app_containers(host)
     upstream = host.file(UPSTREAM).content_string
-    start_load(host, site, "broken", seconds=30)
+    start_load(host, site, "broken", seconds=60, slow=2, slow_seconds=10)
     # An HTTP gate this time (converge used the image's HEALTHCHECK): the broken build answers
     # 503 on /health from its first second, so it fails after its retries, not the HEALTHCHECK's
     # start period.
@@ -142,7 +147,7 @@ def test_never_healthy_image_is_rolled_back(host, site, fixtures):
     assert app_containers(host) == before
     assert host.file(UPSTREAM).content_string == upstream
     assert releases(host)[-1]["result"] == "rolled_back"
-    assert_no_failed_request(load_results(host, "broken"), minimum=150)
+    assert_no_failed_request(load_results(host, "broken", stop=True), minimum=150)
 
 
 def write_lock(host, **holder):
@@ -202,18 +207,29 @@ def test_interrupted_rollout_is_recovered(host, fixtures):
     assert results[-2:] == ["interrupted", "success"], results
 
 
-def test_rollback_to_the_second_previous_release(host, fixtures):
+def test_rollback_to_the_second_previous_release(host, site, fixtures):
     # Check mode first: the plan, and nothing changes.
     before = app_containers(host)
     run = playbook("rollback", {"rollback_stack": "demo", "rollback_to": 2}, "--check")
     assert run.returncode == 0, run.stdout
     assert fixtures["images"]["app_v1"] in run.stdout, run.stdout
     assert app_containers(host) == before
-    # The 2nd previous successful release before 3.0 (current) is 1.0 (2.0 is the previous one).
+    # The 2nd previous successful release before 3.0 (current) is 1.0 (2.0 is the previous one),
+    # under load: 4 slots of 12 s requests, staggered by 3 s, so that at the switch one of them
+    # has been in flight on a 3.0 replica for 3 to 6 s and ends after the drain (5 s) is over.
+    start_load(host, site, "rollback", seconds=60, slow=4, slow_seconds=12)
     run = playbook("rollback", {"rollback_stack": "demo", "rollback_to": 2})
     assert run.returncode == 0, run.stdout
     assert_serving(host, fixtures["images"]["app_v1"])
     assert host.check_output("curl -sk https://demo.localhost/version") == "1.0"
+    result = load_results(host, "rollback", stop=True)
+    assert_no_failed_request(result, minimum=100)
+    # A request the old version answered while `docker stop` had already been sent to it: it
+    # ended after the drain that follows the switch (whole-second stamps: one second more).
+    drain = re.search(r"^rollout-debian13 \| (\S+Z) demo: app: draining \S.* for ([0-9.]+)s$", run.stdout, re.M)
+    assert drain, run.stdout
+    stop_sent = calendar.timegm(time.strptime(drain.group(1), "%Y-%m-%dT%H:%M:%SZ")) + 1 + float(drain.group(2))
+    assert [r for r in result["slow"] if r[3] == "3.0" and r[1] > stop_sent], (stop_sent, result["slow"])
 
 
 def test_check_mode_changes_nothing(host, fixtures):
