@@ -41,8 +41,10 @@ def poll_command(progress_file, offset, job_file):
 
 
 def parse_poll(stdout):
-    """``(progress text, job finished)`` from the output of poll_command."""
-    progress, dummy, job = stdout.rpartition("\n%s\n" % MARK)
+    """``(progress text, job finished)`` from the output of poll_command. Over SSH the command runs
+    on a tty (``ssh -tt``, Ansible's default for commands that may become another user), which ends
+    every line in CR LF: the progress file's own lines end in LF, and the offset counts its bytes."""
+    progress, dummy, job = stdout.replace("\r\n", "\n").rpartition("\n%s\n" % MARK)
     try:
         state = json.loads(job)
     except ValueError:
@@ -101,7 +103,15 @@ class ActionModule(ActionBase):
         show = not self._play_context.no_log
         failures = 0
         wait = 0.5  # a run with nothing to do ends within a second: poll soon, then every POLL_SECONDS
+        # async_wrapper ends the job at JOB_LIMIT: a job file that still says "running" well after
+        # that is one this loop cannot read, and must not be waited on for ever.
+        deadline = time.time() + JOB_LIMIT + 120
         while True:
+            if time.time() > deadline:
+                result.update(failed=True, ansible_job_id=jid,
+                              msg="compose_rollout: the job %s on the host did not report its end within %d s "
+                                  "(job file %s, progress file %s)" % (jid, JOB_LIMIT + 120, job_file, progress_file))
+                return result
             time.sleep(wait)
             wait = min(POLL_SECONDS, wait * 2)
             try:

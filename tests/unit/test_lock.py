@@ -150,6 +150,9 @@ def test_parse_poll_while_running_and_when_done():
     # The job file not written yet (async_wrapper forks first), or cut half-way.
     assert action.parse_poll(lines + "\n%s\n" % action.MARK) == (lines, False)
     assert action.parse_poll("\n%s\n{\"started\": tr" % action.MARK) == ("", False)
+    # Over SSH the poll runs on a tty (ssh -tt): every line ends in CR LF, the file's own in LF.
+    tty = (lines + "\n%s\n" % action.MARK + json.dumps({"changed": False})).replace("\n", "\r\n") + "\r\n"
+    assert action.parse_poll(tty) == (lines, True)
 
 
 def test_default_progress_file_is_the_modules():
