@@ -80,6 +80,14 @@ echo "[local] converging $host ($address) over SSH as $user"
 # Not -e ansible_user: extra vars would beat the hardening role's own fresh-login check as the admin.
 COMPOSEOPS_LOCAL_USER=$user ansible-playbook -i inventories/local playbooks/site.yml "$@"
 pin_host_key
+# A backup of the demo stack now, and its proof: the test restores the timers run daily (a plain
+# run only: options such as --check go to site.yml alone).
+if [ $# = 0 ]; then
+  echo "[local] backing up the demo stack (playbooks/backup.yml), then its test restores"
+  quiet backup env COMPOSEOPS_LOCAL_USER=admin ansible-playbook -i inventories/local playbooks/backup.yml -e backup_stack=demo
+  docker exec "$host" systemctl start composeops-backup-verify-demo-db composeops-backup-verify-demo-redis
+  docker exec "$host" sh -c 'grep -h "^backup_verify_last_status" /var/lib/prometheus/node-exporter/composeops_backup_verify_*.prom'
+fi
 app_v2=$(sed -n 's/^ *app_v2: *//p' "${COMPOSEOPS_FIXTURES_STATE:-$HOME/.cache/composeops/fixtures}/fixtures.yml")
 cat <<MSG
 [local] done in $(($(date +%s) - started)) s. Try:
@@ -91,4 +99,9 @@ cat <<MSG
     playbooks/rollout.yml -e rollout_stack=demo -e '{"rollout_images": {"app": "${app_v2}"}}'
   ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \
     playbooks/rollback.yml -e rollback_stack=demo
+  # the backups (roles/backup): list the database's snapshots, then restore the latest one
+  ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \
+    playbooks/restore.yml -e restore_source=demo-db -e restore_list=true
+  ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \
+    playbooks/restore.yml -e restore_source=demo-db -e restore_confirm=yes
 MSG
