@@ -19,32 +19,13 @@
 # ~10 min. The test host is removed at the end, whatever happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-here=$(pwd)
-# shellcheck source=tests/lib.sh
-. tests/lib.sh
-setup_venv
-link_collection
-tests/harness/testhost.sh engine >/dev/null
-tests/harness/testhost.sh images debian13 >/dev/null
-tests/harness/fixtures.sh up >/dev/null
-
-host=bench-backup
+# shellcheck source=benchmarks/lib.sh
+. benchmarks/lib.sh
+bench_host bench-backup
 inventory=benchmarks/backup/hosts.yml
-work=$here/build/bench-backup
 scale=${BENCH_SCALE:-68}
-export ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_FORCE_COLOR=0
-cleanup() { docker rm -f -v "$host" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-cleanup
-rm -rf "$work" && mkdir -p "$work"
 started=$(date +%s)
 
-# quiet NAME CMD…: a step with its output in $work/NAME.log, shown on failure (which ends the run).
-quiet() {
-  local name=$1
-  shift
-  "$@" >"$work/$name.log" 2>&1 || { tail -n 40 "$work/$name.log" >&2; echo "[bench] $name failed (log: $work/$name.log)" >&2; exit 1; }
-}
 on_host() { docker exec "$host" bash -c "set -euo pipefail; cd /opt/stacks/demo; $1"; }
 # timed NAME SCRIPT: seconds (3 decimals) that SCRIPT took on the host, into $work/NAME.s.
 seconds() {
