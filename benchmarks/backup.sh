@@ -8,8 +8,12 @@
 #   oneliner   pg_dump -U app app | gzip > /root/oneliner.sql.gz, inside the host: backup_s, size_mb
 #   ours       composeops-backup backup demo-db (dump, restic, counts, forget --prune): backup_s,
 #              repo_mb (du of the repository)
-#   second     1% of pgbench_accounts rows updated, then the same backup again:
-#              second_growth_pct (repository growth against repo_mb)
+#              (dump_s: restic's own time for the dump into the snapshot, without the row
+#              counts, the copy and forget --prune of the run)
+#   second     1% of pgbench_accounts rows updated, spread over the table (aid % 100 = 0), then the
+#              same backup again: second_growth_pct (repository growth against repo_mb)
+#   clustered  1% more, in one range of aid, then a third backup: clustered_growth_pct (growth
+#              against the repository after the second)
 #   restore    composeops-backup restore demo-db (drop, load, row counts checked): restore_s, the
 #              time to a working database (RTO)
 #
@@ -58,14 +62,19 @@ quiet change on_host "docker compose exec -T db psql -X -q -U app -d app -c 'UPD
 seconds second "composeops-backup backup demo-db"
 repo2_bytes=$(mb /var/backups/composeops/restic)
 
+echo "[bench] 1% of the rows changed in one range, a third backup"
+quiet change2 on_host "docker compose exec -T db psql -X -q -U app -d app -c 'UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $scale * 1000'"
+seconds third "composeops-backup backup demo-db"
+repo3_bytes=$(mb /var/backups/composeops/restic)
+
 echo "[bench] restore of the latest snapshot into the live database"
 seconds restore "composeops-backup restore demo-db --snapshot latest"
 
 mkdir -p benchmarks/results
-python3 - "$work" benchmarks/results/backup.json "$db_bytes" "$oneliner_bytes" "$repo_bytes" "$repo2_bytes" "$scale" <<'PY'
+python3 - "$work" benchmarks/results/backup.json "$db_bytes" "$oneliner_bytes" "$repo_bytes" "$repo2_bytes" "$scale" "$repo3_bytes" <<'PY'
 import datetime, json, os, sys
 
-work, dest, db, oneliner, repo, repo2, scale = sys.argv[1:8]
+work, dest, db, oneliner, repo, repo2, scale, repo3 = sys.argv[1:9]
 mb = lambda b: round(int(b) / 1048576, 1)
 s = lambda name: float(open(os.path.join(work, name + ".s")).read())
 out = {
@@ -74,8 +83,10 @@ out = {
     "pgbench_scale": int(scale),
     "db_mb": mb(db),
     "oneliner": {"backup_s": s("oneliner"), "size_mb": mb(oneliner)},
-    "ours": {"backup_s": s("ours"), "repo_mb": mb(repo), "second_backup_s": s("second"),
+    "ours": {"backup_s": s("ours"), "dump_s": json.loads(open(os.path.join(work, "ours.log")).read().splitlines()[-1])["dump_seconds"],
+             "repo_mb": mb(repo), "second_backup_s": s("second"),
              "second_growth_pct": round((int(repo2) - int(repo)) * 100.0 / int(repo), 1),
+             "clustered_growth_pct": round((int(repo3) - int(repo2)) * 100.0 / int(repo2), 1),
              "restore_s": s("restore")},
 }
 with open(dest, "w") as handle:

@@ -387,8 +387,10 @@ class Runner:
             self.backup_metrics(source, started, previous, results, error=str(exc))
             raise
         self.backup_metrics(source, started, previous, results)
-        print(json.dumps({"source": name, "snapshot": summary["snapshot_id"],
-                          "bytes": summary.get("total_bytes_processed", 0)}))
+        print(json.dumps({"source": name, "snapshot": summary["snapshot_id"][:8],
+                          "bytes": summary.get("total_bytes_processed", 0),
+                          "dump_seconds": round(summary.get("total_duration", 0), 3),
+                          "seconds": round(time.time() - started, 3)}))
 
     def forget(self, repo, source):
         keep = source["retention"]
