@@ -36,33 +36,14 @@
 #                            removed at the end, whatever happened.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-here=$(pwd)
-# shellcheck source=tests/lib.sh
-. tests/lib.sh
-setup_venv
-link_collection
-tests/harness/testhost.sh engine >/dev/null
-tests/harness/testhost.sh images debian13 >/dev/null
-tests/harness/fixtures.sh up >/dev/null
-
-host=bench-rollout
+# shellcheck source=benchmarks/lib.sh
+. benchmarks/lib.sh
+bench_host bench-rollout
 inventory=benchmarks/rollout/hosts.yml
-work=$here/build/bench-rollout
-export ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_FORCE_COLOR=0
-cleanup() { docker rm -f -v "$host" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-cleanup
-rm -rf "$work" && mkdir -p "$work"
 started=$(date +%s)
 loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
 containers_start=$(docker ps -q | wc -l)
 
-# quiet NAME CMD…: a step with its output in $work/NAME.log, shown on failure (which ends the run).
-quiet() {
-  local name=$1
-  shift
-  "$@" >"$work/$name.log" 2>&1 || { tail -n 40 "$work/$name.log" >&2; echo "[bench] $name failed (log: $work/$name.log)" >&2; exit 1; }
-}
 # inv EXPR: a value of the benchmark's inventory (templated as a play would).
 inv() {
   ANSIBLE_LOAD_CALLBACK_PLUGINS=true ANSIBLE_STDOUT_CALLBACK=ansible.posix.json \

@@ -162,6 +162,16 @@ class Runner:
             raise Failure("restic %s (%s) failed: %s" % (args[0], repo["name"], (result.stderr or "").strip()[-2000:]))
         return result
 
+    def pipe(self, producer, consumer, producer_env, consumer_env, cwd):
+        """producer's output into consumer's input: (producer's exit code, its stderr, consumer's result)."""
+        with subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=producer_env, cwd=cwd) as first:
+            result = subprocess.run(consumer, stdin=first.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, check=False, env=consumer_env, cwd=cwd)
+            first.stdout.close()
+            error = first.stderr.read().decode(errors="replace")
+            first.wait()
+        return first.returncode, error, result
+
     def compose(self, source, args):
         return ["docker", "compose", "--project-directory", source["project_dir"]] + args
 
@@ -318,20 +328,14 @@ class Runner:
             return parse_backup_summary(result.stdout)
         # Older restic: a pipe. restic records whatever arrived; a failed dump forgets it again.
         env = self.redis_env(source) if source["type"] == "redis" else None
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=source["project_dir"],
-                              env=env) as dump:
-            result = subprocess.run(["restic"] + self.restic_options(primary) + args + ["--stdin"], stdin=dump.stdout,
-                                    env=self.restic_env(primary), text=True, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, check=False)
-            dump.stdout.close()
-            dump_error = dump.stderr.read().decode(errors="replace")
-            dump.wait()
-        if dump.returncode != 0:
+        code, dump_error, result = self.pipe(command, ["restic"] + self.restic_options(primary) + args + ["--stdin"],
+                                             env, self.restic_env(primary), source["project_dir"])
+        if code != 0:
             if result.returncode == 0:
                 snapshot = parse_backup_summary(result.stdout)["snapshot_id"]
                 self.restic(primary, ["forget", snapshot])
             raise Failure("the dump of %s failed (exit %d), no snapshot kept: %s"
-                          % (source["name"], dump.returncode, dump_error.strip()[-2000:]))
+                          % (source["name"], code, dump_error.strip()[-2000:]))
         if result.returncode != 0:
             raise Failure("restic backup failed: " + result.stderr.strip()[-2000:])
         return parse_backup_summary(result.stdout)
@@ -383,8 +387,10 @@ class Runner:
             self.backup_metrics(source, started, previous, results, error=str(exc))
             raise
         self.backup_metrics(source, started, previous, results)
-        print(json.dumps({"source": name, "snapshot": summary["snapshot_id"],
-                          "bytes": summary.get("total_bytes_processed", 0)}))
+        print(json.dumps({"source": name, "snapshot": summary["snapshot_id"][:8],
+                          "bytes": summary.get("total_bytes_processed", 0),
+                          "dump_seconds": round(summary.get("total_duration", 0), 3),
+                          "seconds": round(time.time() - started, 3)}))
 
     def forget(self, repo, source):
         keep = source["retention"]
@@ -440,15 +446,10 @@ class Runner:
 
     def dump_to(self, snapshot, source, argv, env=None):
         """restic dump of a stdin snapshot's file into argv's stdin; argv's output."""
-        path = "/" + DUMP_FILES[source["type"]]
-        with subprocess.Popen(["restic"] + self.restic_options(self.repos[0]) + ["dump", snapshot["id"], path],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.restic_env(self.repos[0])) as dump:
-            result = subprocess.run(argv, stdin=dump.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, check=False, env=env, cwd=source["project_dir"])
-            dump.stdout.close()
-            error = dump.stderr.read().decode(errors="replace")
-            dump.wait()
-        if dump.returncode != 0:
+        repo = self.repos[0]
+        dump = ["restic"] + self.restic_options(repo) + ["dump", snapshot["id"], "/" + DUMP_FILES[source["type"]]]
+        code, error, result = self.pipe(dump, argv, self.restic_env(repo), env, source["project_dir"])
+        if code != 0:
             raise Failure("restic dump failed: " + error.strip()[-2000:])
         return result
 
@@ -485,11 +486,12 @@ class Runner:
             raise Failure("verification of %s failed: %s" % (name, detail))
 
     @contextlib.contextmanager
-    def throwaway(self, source, image, argv, env):
+    def throwaway(self, source, image, options, env, command=()):
+        """A container of image without network, removed afterwards; env's values never in argv."""
         name = "composeops-verify-%s-%s" % (source["name"], secrets.token_hex(4))
         self.run(["docker", "run", "--detach", "--rm", "--name", name, "--network", "none",
                   "--label", "org.composeops.backup.verify=" + source["name"]]
-                 + [x for key in env for x in ("-e", key)] + argv + [image],
+                 + [x for key in env for x in ("-e", key)] + options + [image] + list(command),
                  env=dict(os.environ, **env))
         try:
             yield name
@@ -537,10 +539,7 @@ class Runner:
     def verify_redis(self, source, snapshot, image, recorded):
         # The redis image's own entrypoint would start a server on /data at once: a plain
         # container instead, fed the RDB, then redis-server on it.
-        name = "composeops-verify-%s-%s" % (source["name"], secrets.token_hex(4))
-        self.run(["docker", "run", "--detach", "--rm", "--name", name, "--network", "none", "--user", "0",
-                  "--entrypoint", "sleep", image, "3600"])
-        try:
+        with self.throwaway(source, image, ["--user", "0", "--entrypoint", "sleep"], {}, ["3600"]) as name:
             result = self.dump_to(snapshot, source, ["docker", "exec", "-i", name, "sh", "-c",
                                                      "mkdir -p /tmp/verify && cat > /tmp/verify/dump.rdb"])
             if result.returncode != 0:
@@ -550,8 +549,6 @@ class Runner:
             self.wait_for(["docker", "exec", name, "sh", "-c",
                            "redis-cli -p 6399 INFO persistence | grep -q '^loading:0'"], "the throwaway redis")
             keys = int(self.run(["docker", "exec", name, "redis-cli", "-p", "6399", "DBSIZE"]).stdout.strip() or 0)
-        finally:
-            self.run(["docker", "rm", "--force", name], check=False)
         if "keys" in recorded and keys != recorded["keys"]:
             raise Failure("the RDB holds %d keys, %d at dump time" % (keys, recorded["keys"]))
         return "snapshot %s restored: %d keys" % (snapshot["id"][:8], keys)

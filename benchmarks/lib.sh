@@ -1,0 +1,29 @@
+# shellcheck shell=bash
+# What the benchmarks that start a test host share (sourced from the repository root after
+# `set -euo pipefail`): the checkout's venv and collection, the test host image and the fixture
+# registry, the host removed now and when the script ends, and `quiet`.
+# shellcheck source=tests/lib.sh
+. tests/lib.sh
+setup_venv
+link_collection
+tests/harness/testhost.sh engine >/dev/null
+tests/harness/testhost.sh images debian13 >/dev/null
+tests/harness/fixtures.sh up >/dev/null
+
+# bench_host NAME: the benchmark's test host ($host) and its fresh work directory ($work, under build/).
+bench_host() {
+  host=$1
+  work=$(pwd)/build/$1
+  export ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_FORCE_COLOR=0
+  cleanup() { docker rm -f -v "$host" >/dev/null 2>&1 || true; }
+  trap cleanup EXIT
+  cleanup
+  rm -rf "$work" && mkdir -p "$work"
+}
+
+# quiet NAME CMD…: a step with its output in $work/NAME.log, shown on failure (which ends the run).
+quiet() {
+  local name=$1
+  shift
+  "$@" >"$work/$name.log" 2>&1 || { tail -n 40 "$work/$name.log" >&2; echo "[bench] $name failed (log: $work/$name.log)" >&2; exit 1; }
+}
