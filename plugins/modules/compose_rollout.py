@@ -32,6 +32,11 @@ description:
   - Every run records a release in C(<project_dir>/.releases/) (id, time, who, result, checksum of
     the stack files, image ids and digests, a copy of the files) unless the running state is
     recorded already. O(release) rolls back to an earlier one, which is itself a gated rollout.
+  - An action plugin of the same name runs the module. A run with nothing to change (no step, no
+    file or release to record, nothing to recover, no other run holding the lock) is one
+    synchronous check of about a second; any other runs as an async job on the host, whose
+    progress lines (gates, switch, drain) are printed on stderr while it works, so a rollout goes
+    on when the controller is gone.
   - Never passes C(--no-deps) to Compose 2.26, as the replicas it creates would carry a config hash
     without the service's C(depends_on), and the next plain C(docker compose up) would recreate them.
 author: composeops developers (@composeops)
