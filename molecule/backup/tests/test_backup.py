@@ -83,12 +83,19 @@ def test_role_files_and_timers(host):
     assert "OnCalendar=*-*-* 00/6:00:00" in timer and "Persistent=true" in timer and "RandomizedDelaySec=" in timer
 
 
-def test_backup_playbook_backs_up_every_source(host, state):
+def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
     state["checksums"] = checksums(host)
     state["keys"] = int(sh(host, REDIS + "DBSIZE"))
     assert state["keys"] >= 100
-    result = playbook("backup", backup_stack="demo")
+    escrow = tmp_path / "escrow"
+    result = playbook("backup", backup_stack="demo", backup_escrow_dir=str(escrow))
     assert result.returncode == 0, result.stdout[-3000:]
+    # The repository password, copied to the controller for escrow: the host's, 0600, never printed.
+    password = host.file("/var/lib/composeops/backup/restic-password").content_string
+    copy = escrow / "backup-debian13-restic-password"
+    assert copy.read_text() == password and len(password.strip()) == 48
+    assert copy.stat().st_mode & 0o777 == 0o600 and escrow.stat().st_mode & 0o777 == 0o700
+    assert password.strip() not in result.stdout
     for source in ["demo-db", "demo-redis", "demo-redis-volume"]:
         assert len(snapshot_ids(host, source)) == 1, source
         for repository in ["local", "offsite"]:
