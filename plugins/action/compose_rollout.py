@@ -77,10 +77,12 @@ class ActionModule(ActionBase):
         # Most runs (every site.yml run on a stack that did not change) have nothing to do: a
         # synchronous check-mode call answers that in about a second, where the async job costs 4-5.
         # Its answer is final only when it changes nothing and no other run holds the lock.
-        planned = self.check_first(args, task_vars)
-        if settled(planned):
-            result.update(planned)
-            return result
+        # Not for a rollback (release): it puts the release's files back even when its images run.
+        if args.get("release") is None:
+            planned = self.check_first(args, task_vars)
+            if settled(planned):
+                result.update(planned)
+                return result
         progress_file = args["progress_file"]
         res = self._low_level_execute_command("stat -c %%s %s 2>/dev/null || echo 0" % shlex.quote(progress_file))
         try:

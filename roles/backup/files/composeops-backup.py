@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 CONFIG = "/etc/composeops/backup/config.json"
 # restic tags every snapshot of a source with source=<name>; stdin snapshots hold one file.
@@ -228,7 +229,9 @@ class Runner:
     def write_metrics(self, name, samples):
         directory = self.config["textfile_dir"]
         os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".prom")
+        # Not *.prom: node_exporter's textfile collector reads every such file, dotfiles too, and
+        # would see a half-written one.
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".composeops_%s." % name, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(render_metrics(samples, HELPS))
         os.chmod(tmp, 0o644)
@@ -355,8 +358,10 @@ class Runner:
         results = {}
         try:
             with self.lock(name):
-                self.commands(source, "pre_commands")
                 try:
+                    # Inside: post_commands run after a failed pre-command too (a writer paused by
+                    # the first one must not stay paused).
+                    self.commands(source, "pre_commands")
                     primary = self.repos[0]
                     self.restic(primary, ["unlock"])
                     tags = ["--tag", "composeops", "--tag", "source=" + name]
@@ -383,8 +388,9 @@ class Runner:
                         results[repo["name"]] = summary
                 finally:
                     self.commands(source, "post_commands")
-        except Failure as exc:
-            self.backup_metrics(source, started, previous, results, error=str(exc))
+        except Exception as exc:  # pylint: disable=broad-except
+            # Whatever failed (a missing secret file, a full disk), the metric says so.
+            self.backup_metrics(source, started, previous, results, error=str(exc) or repr(exc))
             raise
         self.backup_metrics(source, started, previous, results)
         print(json.dumps({"source": name, "snapshot": summary["snapshot_id"][:8],
@@ -453,6 +459,26 @@ class Runner:
             raise Failure("restic dump failed: " + error.strip()[-2000:])
         return result
 
+    @contextlib.contextmanager
+    def staged(self, snapshot, source):
+        """The dump file of a stdin snapshot, restored into a 0600 file of the state directory and
+        complete (restic dump exited 0) before a restore touches any live data; removed after."""
+        directory = os.path.join(self.state, "restore")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, path = tempfile.mkstemp(dir=directory, prefix=source["name"] + ".")
+        try:
+            repo = self.repos[0]
+            with os.fdopen(fd, "wb") as handle:
+                result = subprocess.run(["restic"] + self.restic_options(repo)
+                                        + ["dump", snapshot["id"], "/" + DUMP_FILES[source["type"]]],
+                                        stdout=handle, stderr=subprocess.PIPE, env=self.restic_env(repo), check=False)
+            if result.returncode != 0:
+                raise Failure("restic dump of snapshot %s failed, the live data was not touched: %s"
+                              % (snapshot["id"][:8], result.stderr.decode(errors="replace").strip()[-2000:]))
+            yield path
+        finally:
+            os.unlink(path)
+
     # verification: a throwaway container of the same image
 
     def verify(self, name):
@@ -470,8 +496,8 @@ class Runner:
                 else:
                     detail = self.verify_redis(source, snapshot, image, recorded)
                 ok = True
-        except Failure as exc:
-            detail = str(exc)
+        except Exception as exc:  # pylint: disable=broad-except
+            detail = str(exc) or repr(exc)
         previous = self.read_json(os.path.join(self.state, "status", "verify-" + name + ".json"), {})
         success = time.time() if ok else previous.get("success", 0)
         self.write_json(os.path.join(self.state, "status", "verify-" + name + ".json"), {"success": success, "detail": detail})
@@ -591,12 +617,15 @@ class Runner:
         print(json.dumps({"source": name, "snapshot": snapshot["id"][:8], "writers": writers, "detail": detail}))
 
     def restore_postgres(self, source, snapshot, recorded):
-        existing = self.postgres_sql(source, "postgres", "SELECT datname FROM pg_database WHERE NOT datistemplate "
-                                                         "AND datname <> 'postgres'").split()
-        for database in existing:
-            self.postgres_sql(source, "postgres", 'DROP DATABASE "%s" WITH (FORCE)' % database.replace('"', '""'))
-        result = self.dump_to(snapshot, source, self.exec_argv(source, [
-            "sh", "-c", 'exec psql -X -q --username="${POSTGRES_USER:-postgres}" --dbname=postgres']))
+        with self.staged(snapshot, source) as dump:
+            existing = self.postgres_sql(source, "postgres", "SELECT datname FROM pg_database WHERE NOT datistemplate "
+                                                             "AND datname <> 'postgres'").split()
+            for database in existing:
+                self.postgres_sql(source, "postgres", 'DROP DATABASE "%s" WITH (FORCE)' % database.replace('"', '""'))
+            with open(dump, "rb") as handle:
+                result = self.run(self.exec_argv(source, [
+                    "sh", "-c", 'exec psql -X -q --username="${POSTGRES_USER:-postgres}" --dbname=postgres']),
+                    check=False, stdin=handle, cwd=source["project_dir"])
         self.check_psql(result)
         restored = self.postgres_counts(source)
         problems = compare_counts(recorded.get("counts", {}), restored) if "counts" in recorded else []
@@ -606,16 +635,23 @@ class Runner:
 
     def restore_redis(self, source, snapshot, recorded):
         rdb = recorded.get("rdb", "/data/dump.rdb")
-        self.run(self.compose(source, ["stop", source["service"]]), cwd=source["project_dir"])
         directory = os.path.dirname(rdb)
-        script = ('set -e; cat > "$1.restore"; chown --reference="$2" "$1.restore"; mv "$1.restore" "$1"; '
+        # The RDB Redis wrote when it stopped, and an AOF directory, are moved aside, not overwritten.
+        script = ('set -e; cat > "$1.restore"; chown --reference="$2" "$1.restore"; '
+                  'if [ -e "$1" ]; then mv "$1" "$1.before-restore-$3"; fi; mv "$1.restore" "$1"; '
                   'if [ -d "$2/appendonlydir" ]; then mv "$2/appendonlydir" "$2/appendonlydir.before-restore-$3"; fi')
-        result = self.dump_to(snapshot, source, self.compose(source, [
-            "run", "--rm", "--no-deps", "-T", "--user", "0", "--entrypoint", "sh", source["service"], "-c", script,
-            "restore", rdb, directory, str(int(time.time()))]))
+        with self.staged(snapshot, source) as dump:
+            self.run(self.compose(source, ["stop", source["service"]]), cwd=source["project_dir"])
+            try:
+                with open(dump, "rb") as handle:
+                    result = self.run(self.compose(source, [
+                        "run", "--rm", "--no-deps", "-T", "--user", "0", "--entrypoint", "sh", source["service"], "-c",
+                        script, "restore", rdb, directory, str(int(time.time()))]),
+                        check=False, stdin=handle, cwd=source["project_dir"])
+            finally:
+                self.run(self.compose(source, ["start", source["service"]]), cwd=source["project_dir"])
         if result.returncode != 0:
             raise Failure("could not write the RDB: " + result.stderr.strip()[-1000:])
-        self.run(self.compose(source, ["start", source["service"]]), cwd=source["project_dir"])
         deadline = time.time() + 120
         while time.time() < deadline:
             out = self.run(self.exec_argv(source, ["redis-cli", "INFO", "persistence"], ["REDISCLI_AUTH"]),
@@ -690,6 +726,10 @@ def main(argv=None):
             getattr(runner, args.command)(args.source)
     except Failure as exc:
         print("composeops-backup %s: %s" % (args.command, exc), file=sys.stderr)
+        return 1
+    except Exception:  # pylint: disable=broad-except
+        traceback.print_exc()
+        print("composeops-backup %s: failed unexpectedly (traceback above)" % args.command, file=sys.stderr)
         return 1
     return 0
 
