@@ -450,11 +450,15 @@ class Runner:
         print(json.dumps([{"id": s["id"][:8], "time": s["time"], "paths": s["paths"]} for s in found]))
         return source
 
+    def dump_argv(self, snapshot, source):
+        """restic dump of a stdin snapshot's file (from the first repository) to stdout."""
+        return (["restic"] + self.restic_options(self.repos[0])
+                + ["dump", snapshot["id"], "/" + DUMP_FILES[source["type"]]])
+
     def dump_to(self, snapshot, source, argv, env=None):
         """restic dump of a stdin snapshot's file into argv's stdin; argv's output."""
-        repo = self.repos[0]
-        dump = ["restic"] + self.restic_options(repo) + ["dump", snapshot["id"], "/" + DUMP_FILES[source["type"]]]
-        code, error, result = self.pipe(dump, argv, self.restic_env(repo), env, source["project_dir"])
+        code, error, result = self.pipe(self.dump_argv(snapshot, source), argv, self.restic_env(self.repos[0]),
+                                        env, source["project_dir"])
         if code != 0:
             raise Failure("restic dump failed: " + error.strip()[-2000:])
         return result
@@ -467,11 +471,9 @@ class Runner:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, path = tempfile.mkstemp(dir=directory, prefix=source["name"] + ".")
         try:
-            repo = self.repos[0]
             with os.fdopen(fd, "wb") as handle:
-                result = subprocess.run(["restic"] + self.restic_options(repo)
-                                        + ["dump", snapshot["id"], "/" + DUMP_FILES[source["type"]]],
-                                        stdout=handle, stderr=subprocess.PIPE, env=self.restic_env(repo), check=False)
+                result = subprocess.run(self.dump_argv(snapshot, source), stdout=handle, stderr=subprocess.PIPE,
+                                        env=self.restic_env(self.repos[0]), check=False)
             if result.returncode != 0:
                 raise Failure("restic dump of snapshot %s failed, the live data was not touched: %s"
                               % (snapshot["id"][:8], result.stderr.decode(errors="replace").strip()[-2000:]))
