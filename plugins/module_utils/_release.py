@@ -186,6 +186,22 @@ def releases_dir(project_dir):
     return os.path.join(project_dir, RELEASES_DIR)
 
 
+ROLLOUT_METRICS = (
+    ("composeops_rollout_last_status", "1 when the last rollout of the stack succeeded, 0 when it failed or was rolled back."),
+    ("composeops_rollout_last_run_timestamp_seconds", "When the last rollout of the stack ended."),
+)
+
+
+def rollout_metrics(stack, result, timestamp):
+    """node_exporter textfile text of a finished rollout of ``stack`` (``result`` of its record)."""
+    label = '{stack="%s"}' % stack.replace("\\", "\\\\").replace('"', '\\"')
+    values = ("1" if result == "success" else "0", "%d" % timestamp)
+    lines = []
+    for (name, text), value in zip(ROLLOUT_METRICS, values):
+        lines += ["# HELP %s %s" % (name, text), "# TYPE %s gauge" % name, "%s%s %s" % (name, label, value)]
+    return "\n".join(lines) + "\n"
+
+
 def write_atomic(path, data, mode=0o600):
     """Write ``data`` (bytes or str) to ``path``: a temporary file in the same directory, fsync,
     rename. A reader sees the old content or the new one, never a part."""

@@ -155,6 +155,14 @@ options:
   progress_file:
     description: File the progress lines are appended to. Default C(/var/log/composeops/rollout-<project>.log).
     type: path
+  metrics_dir:
+    description:
+      - node_exporter's textfile directory. After each rollout (success, failure or rollback) the module
+        writes C(composeops_rollout_<project>.prom) there atomically, with C(composeops_rollout_last_status)
+        (1 success, 0 otherwise) and C(composeops_rollout_last_run_timestamp_seconds), labelled C(stack).
+      - An empty string writes none.
+    type: str
+    default: /var/lib/prometheus/node-exporter
 attributes:
   check_mode:
     support: full
@@ -759,6 +767,12 @@ class Rollout(object):
             self.record["images"] = self.running_images()
         rel.write_record(self.dir, self.record)
         self.result["release"] = self.record
+        if self.p["metrics_dir"]:
+            # For the RolloutFailed alert (composeops.platform.monitoring); the temporary name does
+            # not end in .prom, so node_exporter never reads a half-written file.
+            rel.ensure_dir(self.p["metrics_dir"], 0o755)
+            rel.write_atomic(os.path.join(self.p["metrics_dir"], "composeops_rollout_%s.prom" % self.project),
+                             rel.rollout_metrics(self.project, result, time.time()), 0o644)
 
     # --- main flow -----------------------------------------------------------------------------
 
@@ -1030,6 +1044,7 @@ def main():
             log_lines=dict(type="int", default=20),
             progress_file=dict(type="path"),
             docker_cli=dict(type="path", default="docker"),
+            metrics_dir=dict(type="str", default="/var/lib/prometheus/node-exporter"),
         ),
         mutually_exclusive=[["images", "release"]],
         supports_check_mode=True,

@@ -114,3 +114,65 @@ def test_env_file(tmp_path):
     path.write_text("# Ansible managed\nAWS_ACCESS_KEY_ID=abc\nAWS_SECRET_ACCESS_KEY=x=y\n")
     assert runner.read_env_file(str(path)) == {"AWS_ACCESS_KEY_ID": "abc", "AWS_SECRET_ACCESS_KEY": "x=y"}
     assert runner.read_env_file("") == {}
+
+
+def _sections(path_or_bytes):
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else (FIXTURES / path_or_bytes).read_bytes()
+    sections = {}
+    for name, line in runner.database_sections(data.splitlines(keepends=True)):
+        sections.setdefault(name, []).append(line)
+    return {k: b"".join(v) for k, v in sections.items()}
+
+
+def test_sections_of_a_recorded_pg_dumpall():
+    # pg_dumpall 17 of a cluster with databases app, shop and 'odd "name"' (and a role).
+    sections = _sections("pg_dumpall.sql")
+    assert set(sections) == {None, "template1", "app", 'odd "name"', "postgres", "shop"}
+    assert b"CREATE ROLE reporter" in sections[None]
+    assert b"CREATE DATABASE shop " in sections["shop"] and b"COPY public.orders" in sections["shop"]
+    assert b"CREATE DATABASE shop " not in sections["app"]
+    assert b'CREATE DATABASE "odd ""name"""' in sections['odd "name"']
+    # Each section ends its own restrict block: psql can replay it alone.
+    for name in ("app", "shop", 'odd "name"'):
+        text = sections[name].decode()
+        assert text.count("\\restrict ") == text.count("\\unrestrict ") >= 1
+
+
+def test_sections_of_a_recorded_dump_of_a_list_of_databases():
+    # What postgres_dump_script(["shop", 'odd "name"']) wrote in the same cluster.
+    sections = _sections("pg_dump_list.sql")
+    assert set(sections) == {None, "shop", 'odd "name"'}
+    assert b"CREATE ROLE reporter" in sections[None] and b"CREATE DATABASE" not in sections[None]
+    assert b"CREATE DATABASE shop " in sections["shop"] and b"\\connect shop" in sections["shop"]
+
+
+def test_copy_data_never_starts_a_section():
+    dump = (b'-- Database "a" dump\nCOPY public.t (body) FROM stdin;\n-- Database "b" dump\n\\.\n'
+            b'SELECT 1;\n-- Database "c" dump\n')
+    assert [name for name, _ in runner.database_sections(dump.splitlines(keepends=True))] == ["a"] * 5 + ["c"]
+
+
+def test_dump_script_of_all_or_some_databases():
+    assert runner.postgres_dump_script([]) == 'exec pg_dumpall --username="${POSTGRES_USER:-postgres}"'
+    script = runner.postgres_dump_script(["shop"])
+    assert script.startswith("set -e; pg_dumpall --globals-only ")
+    assert 'pg_dump --create --username="${POSTGRES_USER:-postgres}" "$db"' in script
+    assert "shop" not in script  # the names are arguments, never spliced into the script
+
+
+def test_counts_of_some_databases():
+    counts = {"app.public.a": 1, "shop.public.b": 2, "shopx.public.c": 3}
+    assert runner.counts_of(counts, None) == counts
+    assert runner.counts_of(counts, ["shop"]) == {"shop.public.b": 2}
+
+
+def test_copy_env_keeps_urls_out_of_argv_for_new_and_old_restic():
+    new = runner.copy_env("copy", False, "/var/backups/r", "sftp:b@h:/r", "/pw")
+    assert new == {"RESTIC_REPOSITORY": "sftp:b@h:/r", "RESTIC_FROM_REPOSITORY": "/var/backups/r",
+                   "RESTIC_FROM_PASSWORD_FILE": "/pw"}
+    assert runner.copy_env("init", False, "/var/backups/r", "sftp:b@h:/r", "/pw") == new
+    # restic 0.12: `-r SOURCE copy --repo2 TARGET`, but `-r NEW init --repo2 SOURCE`.
+    assert runner.copy_env("copy", True, "/var/backups/r", "sftp:b@h:/r", "/pw") == {
+        "RESTIC_REPOSITORY": "/var/backups/r", "RESTIC_REPOSITORY2": "sftp:b@h:/r", "RESTIC_PASSWORD_FILE2": "/pw"}
+    assert runner.copy_env("init", True, "/var/backups/r", "sftp:b@h:/r", "/pw") == {
+        "RESTIC_REPOSITORY": "sftp:b@h:/r", "RESTIC_REPOSITORY2": "/var/backups/r", "RESTIC_PASSWORD_FILE2": "/pw"}

@@ -133,3 +133,17 @@ def test_write_atomic_leaves_no_temporary_file(tmp_path):
     rel.write_json_atomic(str(path), {"a": 2}, mode=0o644)
     assert os.listdir(str(tmp_path)) == ["f.json"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_rollout_metrics_for_node_exporter():
+    text = rel.rollout_metrics("shop", "success", 1765000000.7)
+    assert text.splitlines() == [
+        "# HELP composeops_rollout_last_status 1 when the last rollout of the stack succeeded, 0 when it failed or was rolled back.",
+        "# TYPE composeops_rollout_last_status gauge",
+        'composeops_rollout_last_status{stack="shop"} 1',
+        "# HELP composeops_rollout_last_run_timestamp_seconds When the last rollout of the stack ended.",
+        "# TYPE composeops_rollout_last_run_timestamp_seconds gauge",
+        'composeops_rollout_last_run_timestamp_seconds{stack="shop"} 1765000000',
+    ]
+    for result in ("failed", "rolled_back", "interrupted"):
+        assert 'composeops_rollout_last_status{stack="shop"} 0' in rel.rollout_metrics("shop", result, 1)

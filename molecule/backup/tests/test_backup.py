@@ -96,12 +96,12 @@ def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
     assert copy.read_text() == password and len(password.strip()) == 48
     assert copy.stat().st_mode & 0o777 == 0o600 and escrow.stat().st_mode & 0o777 == 0o700
     assert password.strip() not in result.stdout
-    for source in ["demo-db", "demo-redis", "demo-redis-volume"]:
+    for source in ["demo-db", "demo-redis", "demo-redis-volume", "demo-db-app"]:
         assert len(snapshot_ids(host, source)) == 1, source
         for repository in ["local", "offsite"]:
-            assert metric(host, "backup_last_status", source, repository) == 1
-            assert metric(host, "backup_last_success_timestamp_seconds", source, repository) > time.time() - 600
-        assert metric(host, "backup_size_bytes", source) > 0
+            assert metric(host, "composeops_backup_last_status", source, repository) == 1
+            assert metric(host, "composeops_backup_last_success_timestamp_seconds", source, repository) > time.time() - 600
+        assert metric(host, "composeops_backup_size_bytes", source) > 0
     # Counts at dump time, next to the snapshot, for the test restores.
     sidecar = json.loads(sh(host, "cat /var/lib/composeops/backup/snapshots/demo-db/%s.json"
                             % snapshot_ids(host, "demo-db")[0]))
@@ -111,7 +111,7 @@ def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
 def test_offsite_copy_on_the_second_host(host):
     target = testinfra.get_host("ansible://backup-target", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     snapshots = target.run("ls /srv/restic/backup-debian13/snapshots | wc -l")
-    assert snapshots.rc == 0 and int(snapshots.stdout) == 3
+    assert snapshots.rc == 0 and int(snapshots.stdout) == 4
     # Encrypted: no table name or Redis key in clear text there.
     assert target.run("grep -rqs customer /srv/restic/backup-debian13/data").rc == 1
 
@@ -140,6 +140,23 @@ def test_restore_brings_back_every_table_and_key(host, state):
     wait_healthy(host, "app")
 
 
+def test_restore_of_one_database_leaves_the_others(host, state):
+    wait_healthy(host, "db")
+    sh(host, PSQL + "-c \"DELETE FROM orders WHERE id < 100\"")
+    sh(host, PSQL + "-c \"CREATE DATABASE other\"")
+    sh(host, COMPOSE + "exec -T db psql -X -q -U app -d other -c 'CREATE TABLE kept (x int)'")
+    # A database the snapshot lacks: refused before anything is dropped.
+    missing = host.run(RUNNER + " restore demo-db-app --database nosuch")
+    assert missing.rc != 0 and "has no database nosuch" in missing.stderr, missing.stderr
+    assert checksums(host) != state["checksums"]
+    # From the dump of a list of databases, through the playbook: app alone comes back.
+    result = playbook("restore", restore_source="demo-db-app", restore_database="app", restore_confirm="yes")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert checksums(host) == state["checksums"]
+    assert sh(host, COMPOSE + "exec -T db psql -X -A -t -U app -d other -c 'SELECT count(*) FROM kept'").strip() == "0"
+    wait_healthy(host, "app")
+
+
 def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
     wait_healthy(host, "db")
     before = snapshot_ids(host, "demo-db")
@@ -164,19 +181,19 @@ def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
     sh(host, COMPOSE + "start db")
     wait_healthy(host, "db")
     assert snapshot_ids(host, "demo-db") == before
-    assert metric(host, "backup_last_status", "demo-db") == 0
-    assert metric(host, "backup_last_success_timestamp_seconds", "demo-db") > 0
+    assert metric(host, "composeops_backup_last_status", "demo-db") == 0
+    assert metric(host, "composeops_backup_last_success_timestamp_seconds", "demo-db") > 0
     # The repository is sound, and the next run succeeds again.
     sh(host, "restic -r /var/backups/composeops/restic --password-file /var/lib/composeops/backup/restic-password check")
     sh(host, RUNNER + " backup demo-db")
-    assert metric(host, "backup_last_status", "demo-db") == 1
+    assert metric(host, "composeops_backup_last_status", "demo-db") == 1
 
 
 @pytest.mark.parametrize("source", ["demo-db", "demo-redis"])
 def test_verification_runs_from_its_unit(host, source):
     result = host.run("systemctl start composeops-backup-verify-%s.service" % source)
     assert result.rc == 0, host.run("journalctl -u composeops-backup-verify-%s --no-pager -n 30" % source).stdout
-    assert metric(host, "backup_verify_last_status", source, file="backup_verify_" + source) == 1
+    assert metric(host, "composeops_backup_verify_last_status", source, file="backup_verify_" + source) == 1
     assert host.run("docker ps -a --filter label=org.composeops.backup.verify --quiet").stdout.strip() == ""
 
 
@@ -184,4 +201,4 @@ def test_check_runs_from_its_unit(host):
     result = host.run("systemctl start composeops-backup-check.service")
     assert result.rc == 0, host.run("journalctl -u composeops-backup-check --no-pager -n 30").stdout
     text = host.file(METRICS + "/composeops_backup_check.prom").content_string
-    assert 'backup_check_last_status{repository="offsite"} 1' in text
+    assert 'composeops_backup_check_last_status{repository="offsite"} 1' in text

@@ -118,6 +118,11 @@ def assert_serving(host, image, replicas=2):
     assert not host.file(STACK + "/.releases/journal.json").exists
 
 
+def rollout_metric(host):
+    text = host.file("/var/lib/prometheus/node-exporter/composeops_rollout_demo.prom").content_string
+    return int(re.search(r'^composeops_rollout_last_status\{stack="demo"\} (\d)$', text, re.M).group(1))
+
+
 def test_rollout_under_load_drops_nothing(host, fixtures):
     result = load_results(host, "converge")
     assert_no_failed_request(result, minimum=300)
@@ -126,6 +131,7 @@ def test_rollout_under_load_drops_nothing(host, fixtures):
     assert [r["result"] for r in history] == ["success", "success"]
     assert history[-1]["images"]["app"]["ref"] == fixtures["images"]["app_v2"]
     assert host.check_output("curl -sk https://demo.localhost/version") == "2.0"
+    assert rollout_metric(host) == 1
 
 
 def test_never_healthy_image_is_rolled_back(host, site, fixtures):
@@ -147,6 +153,8 @@ def test_never_healthy_image_is_rolled_back(host, site, fixtures):
     assert app_containers(host) == before
     assert host.file(UPSTREAM).content_string == upstream
     assert releases(host)[-1]["result"] == "rolled_back"
+    # For the RolloutFailed alert: node_exporter's textfile directory says so.
+    assert rollout_metric(host) == 0
     assert_no_failed_request(load_results(host, "broken", stop=True), minimum=150)
 
 

@@ -4,8 +4,11 @@
     composeops-backup backup SOURCE             back up one source, copy it off-site, forget old ones
     composeops-backup verify SOURCE             test-restore its latest snapshot into a throwaway container
     composeops-backup check                     restic check --read-data-subset of every repository
-    composeops-backup restore SOURCE [--snapshot ID]   restore into the live stack (stops its writers)
+    composeops-backup restore SOURCE [--snapshot ID] [--database NAME]
+                                                restore into the live stack (stops its writers); a
+                                                postgres source: every database, or the one named
     composeops-backup snapshots SOURCE          the source's snapshots in the first repository, as JSON
+    ... [--host NAME]                           the snapshots another host made (a rebuilt server)
 
 The settings come from /etc/composeops/backup/config.json (written by the role). Secrets never
 appear in a process's arguments: restic reads RESTIC_PASSWORD_FILE, redis-cli REDISCLI_AUTH,
@@ -20,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +35,17 @@ CONFIG = "/etc/composeops/backup/config.json"
 DUMP_FILES = {"postgres": "pg_dumpall.sql", "redis": "dump.rdb"}
 # psql errors a plain pg_dumpall replays harmlessly into an existing cluster.
 HARMLESS_PSQL = re.compile(r'ERROR:\s+role "[^"]+" already exists')
+# pg_dumpall starts each database with this comment (the name unquoted); a dump of a list of
+# databases writes the same before each pg_dump --create. Lines of COPY data are not comments.
+DATABASE_MARK = re.compile(rb'^-- Database "(.*)" dump\r?\n?$')
+COPY_START = re.compile(rb'^COPY .* FROM stdin;\r?\n?$')
+# The databases a restore of one database refuses: psql replays the dump connected to postgres,
+# and template1 is every new database's template. Restore every database instead.
+NOT_ALONE = ("postgres", "template0", "template1")
+# The repository lock of this host: one restic run that writes at a time (forget --prune takes
+# restic's exclusive lock, and a backup of another source at that moment would fail). Seconds a
+# run waits for it.
+REPOSITORY_LOCK_WAIT = 4 * 3600
 
 
 class Failure(Exception):
@@ -104,6 +119,54 @@ def parse_counts(text):
     return counts
 
 
+def database_sections(lines):
+    """(database, line) for each line of a pg_dumpall script (bytes): database is None for the
+    globals before the first database. COPY data lines are never taken for a section start."""
+    current, copying = None, False
+    for line in lines:
+        if copying:
+            copying = line.rstrip(b"\r\n") != b"\\."
+        else:
+            mark = DATABASE_MARK.match(line)
+            if mark:
+                current = mark.group(1).decode("utf-8", "replace")
+            elif COPY_START.match(line):
+                copying = True
+        yield current, line
+
+
+def postgres_dump_script(databases):
+    """The shell script (run inside the database container) that writes the dump: pg_dumpall, or
+    for a list of databases (its positional arguments) the globals and each database with its
+    CREATE DATABASE, marked as pg_dumpall marks them, so that one restore path reads both."""
+    user = '--username="${POSTGRES_USER:-postgres}"'
+    if not databases:
+        return "exec pg_dumpall " + user
+    return ("set -e; pg_dumpall --globals-only %s; for db do "
+            "printf '\\n--\\n-- Database \"%%s\" dump\\n--\\n\\n' \"$db\"; pg_dump --create %s \"$db\"; done"
+            % (user, user))
+
+
+def counts_of(counts, databases):
+    """The {db.schema.table: rows} of the given databases only (all when None)."""
+    if databases is None:
+        return dict(counts)
+    return {k: v for k, v in counts.items() if any(k.startswith(d + ".") for d in databases)}
+
+
+def copy_env(command, legacy, primary_url, target_url, password_file):
+    """The environment of `restic init --copy-chunker-params` (command init) and `restic copy`
+    (command copy) from the first repository into target; no URL goes into argv (a rest: URL may
+    carry a password). restic 0.14 and later: RESTIC_REPOSITORY is the target, RESTIC_FROM_* the
+    source. restic 0.12 and 0.13 (Ubuntu 22.04): RESTIC_REPOSITORY2 (--repo2) is the other
+    repository, the target of a copy but the source of an init."""
+    if not legacy:
+        return {"RESTIC_REPOSITORY": target_url, "RESTIC_FROM_REPOSITORY": primary_url,
+                "RESTIC_FROM_PASSWORD_FILE": password_file}
+    source, other = (primary_url, target_url) if command == "copy" else (target_url, primary_url)
+    return {"RESTIC_REPOSITORY": source, "RESTIC_REPOSITORY2": other, "RESTIC_PASSWORD_FILE2": password_file}
+
+
 def redis_info(text):
     """`INFO persistence` into a dict."""
     return dict(line.split(":", 1) for line in text.replace("\r", "").splitlines() if ":" in line)
@@ -138,6 +201,10 @@ class Runner:
         self.state = config["state_dir"]
         self.repos = config["repositories"]
         self.sources = {s["name"]: s for s in config["sources"]}
+        # Every snapshot is recorded under the inventory's name of the host, not the container's or
+        # machine's hostname: a rebuilt server (another hostname) finds its snapshots, and hosts that
+        # share a repository never forget each other's.
+        self.host = config.get("host") or socket.gethostname()
 
     # restic and docker
 
@@ -154,10 +221,10 @@ class Runner:
         known_hosts = os.path.join(self.state, "known_hosts")
         return ["-o", "sftp.command=" + sftp_command(repo["url"], self.config["ssh_key"], known_hosts)]
 
-    def restic(self, repo, args, check=True, **kwargs):
+    def restic(self, repo, args, check=True, extra_env=None, **kwargs):
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
-        result = subprocess.run(["restic"] + self.restic_options(repo) + args, env=self.restic_env(repo),
+        result = subprocess.run(["restic"] + self.restic_options(repo) + args, env=self.restic_env(repo, extra_env),
                                 text=True, check=False, **kwargs)
         if check and result.returncode != 0:
             raise Failure("restic %s (%s) failed: %s" % (args[0], repo["name"], (result.stderr or "").strip()[-2000:]))
@@ -238,15 +305,36 @@ class Runner:
         os.replace(tmp, os.path.join(directory, "composeops_%s.prom" % name))
 
     @contextlib.contextmanager
-    def lock(self, name):
+    def lock(self, name, wait=0):
+        """An exclusive lock of this host: a second run of the same source fails at once (the
+        overlap guard); wait > 0 waits that many seconds for it instead (the repository lock)."""
         path = os.path.join(self.state, "locks", name + ".lock")
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        deadline, said = time.time() + wait, False
         with open(path, "w", encoding="utf-8") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise Failure("%s is running already (lock %s): not started twice" % (name, path)) from None
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.time() >= deadline:
+                        raise Failure("%s is running already (lock %s): not started twice" % (name, path)) from None
+                    if not said:
+                        print("waiting for %s (another run of this host holds %s)" % (name, path), file=sys.stderr)
+                        said = True
+                    time.sleep(1)
             yield
+
+    def repositories_lock(self):
+        return self.lock("repositories", wait=REPOSITORY_LOCK_WAIT)
+
+    def copy_env(self, command, repo):
+        primary = self.repos[0]
+        env = read_env_file(primary.get("env_file"))
+        env.update(read_env_file(repo.get("env_file")))
+        env.update(copy_env(command, self.config.get("restic_copy_legacy", False), primary["url"], repo["url"],
+                            self.config["password_file"]))
+        return env
 
     # commands
 
@@ -255,18 +343,16 @@ class Runner:
         for index, repo in enumerate(self.repos):
             if self.restic(repo, ["cat", "config"], check=False).returncode == 0:
                 continue
-            args = ["init"]
-            if index > 0:
-                primary = self.repos[0]
-                args += ["--copy-chunker-params", "--from-repo", primary["url"],
-                         "--from-password-file", self.config["password_file"]]
-            self.restic(repo, args)
+            # The off-site ones share the chunker of the first, so that copies deduplicate.
+            extra = self.copy_env("init", repo) if index > 0 else None
+            self.restic(repo, ["init"] + (["--copy-chunker-params"] if index > 0 else []), extra_env=extra)
             created.append(repo["name"])
         print(json.dumps({"created": created}))
 
     def dump_command(self, source, facts):
         if source["type"] == "postgres":
-            return self.exec_argv(source, ["sh", "-c", 'exec pg_dumpall --username="${POSTGRES_USER:-postgres}"'])
+            databases = source.get("databases") or []
+            return self.exec_argv(source, ["sh", "-c", postgres_dump_script(databases), "sh"] + databases)
         facts.update(self.redis_save(source))
         return self.exec_argv(source, ["cat", facts["rdb"]])
 
@@ -276,13 +362,16 @@ class Runner:
                                        "psql", database, sql])
         return self.run(argv, cwd=source["project_dir"], input=stdin).stdout
 
-    def postgres_counts(self, source, runner=None):
-        """{db.schema.table: rows} of every table of every database (exact count(*))."""
+    def postgres_counts(self, source, runner=None, only=None):
+        """{db.schema.table: rows} of every table of every database, or of the databases in only
+        (exact count(*))."""
         runner = runner or self.postgres_sql
         databases = runner(source, "postgres", "SELECT datname FROM pg_database WHERE datallowconn "
                                                "AND NOT datistemplate ORDER BY 1").splitlines()
         counts = {}
         for database in databases:
+            if only is not None and database not in only:
+                continue
             tables = [t for t in runner(source, database, COUNT_TABLES_SQL).splitlines() if t.strip()]
             if not tables:
                 continue
@@ -357,21 +446,21 @@ class Runner:
         previous = self.read_json(os.path.join(self.state, "status", name + ".json"), {})
         results = {}
         try:
-            with self.lock(name):
+            with self.lock(name), self.repositories_lock():
                 try:
                     # Inside: post_commands run after a failed pre-command too (a writer paused by
                     # the first one must not stay paused).
                     self.commands(source, "pre_commands")
                     primary = self.repos[0]
                     self.restic(primary, ["unlock"])
-                    tags = ["--tag", "composeops", "--tag", "source=" + name]
+                    tags = ["--host", self.host, "--tag", "composeops", "--tag", "source=" + name]
                     facts = {"type": source["type"], "stack": source["stack"], "service": source["service"]}
                     if source["type"] in DUMP_FILES:
                         summary = self.backup_stdin(source, primary, self.dump_command(source, facts),
                                                     DUMP_FILES[source["type"]], tags)
                         if source["type"] == "postgres":
                             # Right after the dump, for the test restores to compare with.
-                            facts["counts"] = self.postgres_counts(source)
+                            facts["counts"] = self.postgres_counts(source, only=source.get("databases") or None)
                     else:
                         paths = [self.volume_mountpoint(source)] if source["type"] == "volume" else source["paths"]
                         summary = parse_backup_summary(self.restic(primary, ["backup", "--json"] + tags + paths).stdout)
@@ -382,8 +471,7 @@ class Runner:
                     results[primary["name"]] = summary
                     for repo in self.repos[1:]:
                         self.restic(repo, ["unlock"])
-                        self.restic(repo, ["copy", "--from-repo", primary["url"], "--from-password-file",
-                                           self.config["password_file"], snapshot])
+                        self.restic(repo, ["copy", snapshot], extra_env=self.copy_env("copy", repo))
                         self.forget(repo, source)
                         results[repo["name"]] = summary
                 finally:
@@ -400,7 +488,8 @@ class Runner:
 
     def forget(self, repo, source):
         keep = source["retention"]
-        self.restic(repo, ["forget", "--prune", "--tag", "source=" + source["name"], "--group-by", "tags",
+        self.restic(repo, ["forget", "--prune", "--host", self.host, "--tag", "source=" + source["name"],
+                           "--group-by", "host,tags",
                            "--keep-daily", str(keep["keep_daily"]), "--keep-weekly", str(keep["keep_weekly"]),
                            "--keep-monthly", str(keep["keep_monthly"])])
 
@@ -419,12 +508,12 @@ class Runner:
             if ok:
                 last = {"success": now, "size": results[repo["name"]].get("total_bytes_processed", 0)}
             status[repo["name"]] = last
-            samples += [("backup_last_run_timestamp_seconds", labels, now),
-                        ("backup_last_status", labels, ok),
-                        ("backup_duration_seconds", labels, now - started)]
+            samples += [("composeops_backup_last_run_timestamp_seconds", labels, now),
+                        ("composeops_backup_last_status", labels, ok),
+                        ("composeops_backup_duration_seconds", labels, now - started)]
             if last:
-                samples += [("backup_last_success_timestamp_seconds", labels, last["success"]),
-                            ("backup_size_bytes", labels, last["size"])]
+                samples += [("composeops_backup_last_success_timestamp_seconds", labels, last["success"]),
+                            ("composeops_backup_size_bytes", labels, last["size"])]
         self.write_json(os.path.join(self.state, "status", source["name"] + ".json"), status)
         self.write_metrics("backup_" + source["name"], sorted(samples, key=lambda s: s[0]))
         if error:
@@ -435,20 +524,23 @@ class Runner:
             raise Failure("no source %s (sources: %s)" % (name, ", ".join(self.sources) or "none"))
         return self.sources[name]
 
-    def snapshot_of(self, source, snapshot="latest"):
-        found = json.loads(self.restic(self.repos[0], ["snapshots", "--json", "--tag", "source=" + source["name"]]).stdout or "[]")
+    def list_snapshots(self, source, host=None):
+        return json.loads(self.restic(self.repos[0], ["snapshots", "--json", "--host", host or self.host,
+                                                      "--tag", "source=" + source["name"]]).stdout or "[]")
+
+    def snapshot_of(self, source, snapshot="latest", host=None):
+        found = self.list_snapshots(source, host)
         if snapshot != "latest":
             found = [s for s in found if s["id"].startswith(snapshot) or s.get("short_id") == snapshot]
         chosen = latest_snapshot(found)
         if chosen is None:
-            raise Failure("no snapshot %s of %s" % (snapshot, source["name"]))
+            raise Failure("no snapshot %s of %s from host %s" % (snapshot, source["name"], host or self.host))
         return chosen
 
-    def snapshots(self, name):
-        source = self.source(name)
-        found = json.loads(self.restic(self.repos[0], ["snapshots", "--json", "--tag", "source=" + name]).stdout or "[]")
-        print(json.dumps([{"id": s["id"][:8], "time": s["time"], "paths": s["paths"]} for s in found]))
-        return source
+    def snapshots(self, name, host=None):
+        found = self.list_snapshots(self.source(name), host)
+        print(json.dumps([{"id": s["id"][:8], "time": s["time"], "host": s.get("hostname", ""), "paths": s["paths"]}
+                          for s in found]))
 
     def dump_argv(self, snapshot, source):
         """restic dump of a stdin snapshot's file (from the first repository) to stdout."""
@@ -489,7 +581,7 @@ class Runner:
         labels = {"source": name, "repository": self.repos[0]["name"]}
         ok, detail = False, ""
         try:
-            with self.lock("verify-" + name):
+            with self.lock("verify-" + name), self.repositories_lock():
                 snapshot = self.snapshot_of(source)
                 recorded = self.read_json(self.sidecar(source, snapshot["id"][:8]), {})
                 image = self.run(["docker", "inspect", "--format", "{{.Image}}", self.container(source)]).stdout.strip()
@@ -503,11 +595,11 @@ class Runner:
         previous = self.read_json(os.path.join(self.state, "status", "verify-" + name + ".json"), {})
         success = time.time() if ok else previous.get("success", 0)
         self.write_json(os.path.join(self.state, "status", "verify-" + name + ".json"), {"success": success, "detail": detail})
-        samples = [("backup_verify_last_run_timestamp_seconds", labels, time.time()),
-                   ("backup_verify_last_status", labels, ok),
-                   ("backup_verify_duration_seconds", labels, time.time() - started)]
+        samples = [("composeops_backup_verify_last_run_timestamp_seconds", labels, time.time()),
+                   ("composeops_backup_verify_last_status", labels, ok),
+                   ("composeops_backup_verify_duration_seconds", labels, time.time() - started)]
         if success:
-            samples.append(("backup_verify_last_success_timestamp_seconds", labels, success))
+            samples.append(("composeops_backup_verify_last_success_timestamp_seconds", labels, success))
         self.write_metrics("backup_verify_" + name, samples)
         print(json.dumps({"source": name, "ok": ok, "detail": detail}))
         if not ok:
@@ -585,15 +677,15 @@ class Runner:
 
     def check(self):
         samples, failed = [], []
-        with self.lock("check"):
+        with self.lock("check"), self.repositories_lock():
             for repo in self.repos:
                 labels = {"repository": repo["name"]}
                 self.restic(repo, ["unlock"], check=False)
                 result = self.restic(repo, ["check", "--read-data-subset", self.config["check_read_data_subset"]], check=False)
                 if result.returncode != 0:
                     failed.append("%s: %s" % (repo["name"], result.stderr.strip()[-500:]))
-                samples += [("backup_check_last_run_timestamp_seconds", labels, time.time()),
-                            ("backup_check_last_status", labels, result.returncode == 0)]
+                samples += [("composeops_backup_check_last_run_timestamp_seconds", labels, time.time()),
+                            ("composeops_backup_check_last_status", labels, result.returncode == 0)]
         self.write_metrics("backup_check", sorted(samples, key=lambda s: s[0]))
         if failed:
             raise Failure("restic check failed: " + "; ".join(failed))
@@ -601,10 +693,15 @@ class Runner:
 
     # restore into the live stack
 
-    def restore(self, name, snapshot_id):
+    def restore(self, name, snapshot_id, database=None, host=None):
         source = self.source(name)
-        with self.lock(name):
-            snapshot = self.snapshot_of(source, snapshot_id)
+        if database and source["type"] != "postgres":
+            raise Failure("--database is for a postgres source; %s is of type %s" % (name, source["type"]))
+        if database in NOT_ALONE:
+            raise Failure("database %s cannot be restored alone (psql replays the dump connected to postgres, "
+                          "template1 is the template of new databases): restore every database instead" % database)
+        with self.lock(name), self.repositories_lock():
+            snapshot = self.snapshot_of(source, snapshot_id, host)
             recorded = self.read_json(self.sidecar(source, snapshot["id"][:8]), {})
             running = self.run(self.compose(source, ["ps", "--services", "--status", "running"]),
                                cwd=source["project_dir"]).stdout.split()
@@ -612,28 +709,59 @@ class Runner:
             if writers:
                 self.run(self.compose(source, ["stop"] + writers), cwd=source["project_dir"])
             try:
-                detail = getattr(self, "restore_" + source["type"])(source, snapshot, recorded)
+                if source["type"] == "postgres":
+                    detail = self.restore_postgres(source, snapshot, recorded, database)
+                else:
+                    detail = getattr(self, "restore_" + source["type"])(source, snapshot, recorded)
             finally:
                 if writers:
                     self.run(self.compose(source, ["start"] + writers), cwd=source["project_dir"])
         print(json.dumps({"source": name, "snapshot": snapshot["id"][:8], "writers": writers, "detail": detail}))
 
-    def restore_postgres(self, source, snapshot, recorded):
+    def restore_postgres(self, source, snapshot, recorded, database=None):
+        """Every database of the dump (each dropped first; the globals replayed), or only database
+        (dropped and created again from its section of the dump; the roles stay as they are)."""
         with self.staged(snapshot, source) as dump:
-            existing = self.postgres_sql(source, "postgres", "SELECT datname FROM pg_database WHERE NOT datistemplate "
-                                                             "AND datname <> 'postgres'").split()
-            for database in existing:
-                self.postgres_sql(source, "postgres", 'DROP DATABASE "%s" WITH (FORCE)' % database.replace('"', '""'))
-            with open(dump, "rb") as handle:
-                result = self.run(self.exec_argv(source, [
-                    "sh", "-c", 'exec psql -X -q --username="${POSTGRES_USER:-postgres}" --dbname=postgres']),
-                    check=False, stdin=handle, cwd=source["project_dir"])
+            if database:
+                dump = self.one_database(dump, database)
+                drop = [database]
+            else:
+                drop = self.postgres_sql(source, "postgres", "SELECT datname FROM pg_database WHERE NOT datistemplate "
+                                                             "AND datname <> 'postgres'").splitlines()
+            try:
+                for name in drop:
+                    self.postgres_sql(source, "postgres",
+                                      'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name.replace('"', '""'))
+                with open(dump, "rb") as handle:
+                    result = self.run(self.exec_argv(source, [
+                        "sh", "-c", 'exec psql -X -q --username="${POSTGRES_USER:-postgres}" --dbname=postgres']),
+                        check=False, stdin=handle, cwd=source["project_dir"])
+            finally:
+                if database:
+                    os.unlink(dump)
         self.check_psql(result)
-        restored = self.postgres_counts(source)
-        problems = compare_counts(recorded.get("counts", {}), restored) if "counts" in recorded else []
+        only = [database] if database else None
+        restored = self.postgres_counts(source, only=only)
+        problems = (compare_counts(counts_of(recorded["counts"], only), restored) if "counts" in recorded else [])
         if problems:
             raise Failure("restored row counts differ: " + "; ".join(problems[:10]))
         return "%d tables, %d rows" % (len(restored), sum(restored.values()))
+
+    def one_database(self, dump, database):
+        """A 0600 file beside the staged dump with only database's section of it."""
+        found = set()
+        with open(dump, "rb") as whole, open(dump + ".one", "wb") as one:
+            os.chmod(dump + ".one", 0o600)
+            for name, line in database_sections(whole):
+                if name is not None:
+                    found.add(name)
+                if name == database:
+                    one.write(line)
+        if database not in found:
+            os.unlink(dump + ".one")
+            raise Failure("the snapshot has no database %s (it has %s); nothing was changed"
+                          % (database, ", ".join(sorted(found - set(NOT_ALONE))) or "none"))
+        return dump + ".one"
 
     def restore_redis(self, source, snapshot, recorded):
         rdb = recorded.get("rdb", "/data/dump.rdb")
@@ -693,17 +821,17 @@ def quote_table(name):
 
 
 HELPS = {
-    "backup_last_run_timestamp_seconds": "When the last backup run of the source ended.",
-    "backup_last_success_timestamp_seconds": "When the last successful backup of the source ended.",
-    "backup_last_status": "1 when the last backup run succeeded, 0 when it failed.",
-    "backup_duration_seconds": "How long the last backup run took.",
-    "backup_size_bytes": "Bytes read by the last successful backup (the dump or the files).",
-    "backup_verify_last_run_timestamp_seconds": "When the last test restore ran.",
-    "backup_verify_last_success_timestamp_seconds": "When the last test restore succeeded.",
-    "backup_verify_last_status": "1 when the last test restore succeeded, 0 when it failed.",
-    "backup_verify_duration_seconds": "How long the last test restore took.",
-    "backup_check_last_run_timestamp_seconds": "When restic check last ran on the repository.",
-    "backup_check_last_status": "1 when the last restic check passed, 0 when it failed.",
+    "composeops_backup_last_run_timestamp_seconds": "When the last backup run of the source ended.",
+    "composeops_backup_last_success_timestamp_seconds": "When the last successful backup of the source ended.",
+    "composeops_backup_last_status": "1 when the last backup run succeeded, 0 when it failed.",
+    "composeops_backup_duration_seconds": "How long the last backup run took.",
+    "composeops_backup_size_bytes": "Bytes read by the last successful backup (the dump or the files).",
+    "composeops_backup_verify_last_run_timestamp_seconds": "When the last test restore ran.",
+    "composeops_backup_verify_last_success_timestamp_seconds": "When the last test restore succeeded.",
+    "composeops_backup_verify_last_status": "1 when the last test restore succeeded, 0 when it failed.",
+    "composeops_backup_verify_duration_seconds": "How long the last test restore took.",
+    "composeops_backup_check_last_run_timestamp_seconds": "When restic check last ran on the repository.",
+    "composeops_backup_check_last_status": "1 when the last restic check passed, 0 when it failed.",
 }
 
 
@@ -713,6 +841,8 @@ def main(argv=None):
     parser.add_argument("command", choices=["init", "backup", "verify", "check", "restore", "snapshots"])
     parser.add_argument("source", nargs="?")
     parser.add_argument("--snapshot", default="latest")
+    parser.add_argument("--database", help="restore: this database of a postgres source only")
+    parser.add_argument("--host", help="restore, snapshots: the snapshots recorded by this host (default: this one)")
     args = parser.parse_args(argv)
     with open(args.config, encoding="utf-8") as handle:
         runner = Runner(json.load(handle))
@@ -723,7 +853,9 @@ def main(argv=None):
         elif args.source is None:
             parser.error("%s needs a source" % args.command)
         elif args.command == "restore":
-            runner.restore(args.source, args.snapshot)
+            runner.restore(args.source, args.snapshot, args.database, args.host)
+        elif args.command == "snapshots":
+            runner.snapshots(args.source, args.host)
         else:
             getattr(runner, args.command)(args.source)
     except Failure as exc:
