@@ -86,7 +86,7 @@ if [ $# = 0 ]; then
   echo "[local] backing up the demo stack (playbooks/backup.yml), then its test restores"
   quiet backup env COMPOSEOPS_LOCAL_USER=admin ansible-playbook -i inventories/local playbooks/backup.yml -e backup_stack=demo
   docker exec "$host" systemctl start composeops-backup-verify-demo-db composeops-backup-verify-demo-redis
-  docker exec "$host" sh -c 'grep -h "^backup_verify_last_status" /var/lib/prometheus/node-exporter/composeops_backup_verify_*.prom'
+  docker exec "$host" sh -c 'grep -h "^composeops_backup_verify_last_status" /var/lib/prometheus/node-exporter/composeops_backup_verify_*.prom'
 fi
 app_v2=$(sed -n 's/^ *app_v2: *//p' "${COMPOSEOPS_FIXTURES_STATE:-$HOME/.cache/composeops/fixtures}/fixtures.yml")
 cat <<MSG
