@@ -26,7 +26,8 @@ LABEL=org.composeops.recipe
 # Bump when the recipe changes in a way the hashes cannot see.
 RECIPE_VERSION=1
 
-# name:tag  directory  build-args   (the images the registry serves, as fixtures/<name>:<tag>)
+# name:tag  directory  build-args  [base]   (the images the registry serves, as fixtures/<name>:<tag>;
+# base: the fixture image, built first and not pushed, they derive from instead of the Debian base)
 IMAGES=(
   "postgres:17 postgres PG_MAJOR=17"
   "redis:8 redis -"
@@ -34,6 +35,14 @@ IMAGES=(
   "app:2.0 app APP_VERSION=2.0"
   "app:3.0 app APP_VERSION=3.0"
   "app:broken app APP_VERSION=broken,APP_BROKEN=1"
+  "prometheus:2.53 monitoring/prometheus - monitoring:debian13"
+  "alertmanager:0.28 monitoring/alertmanager - monitoring:debian13"
+  "node-exporter:1.9 monitoring/node-exporter - monitoring:debian13"
+  "postgres-exporter:0.17 monitoring/postgres-exporter - monitoring:debian13"
+  "redis-exporter:1.69 monitoring/redis-exporter - monitoring:debian13"
+  "blackbox-exporter:0.26 monitoring/blackbox-exporter - monitoring:debian13"
+  "nginx-exporter:1.4 monitoring/nginx-exporter - monitoring:debian13"
+  "mtail:3.0 monitoring/mtail - monitoring:debian13"
 )
 
 log() { printf '[fixtures] %s\n' "$*" >&2; }
@@ -46,11 +55,14 @@ label_of() { docker image inspect -f "{{ index .Config.Labels \"$LABEL\" }}" "$1
 BASE_IMAGE=
 base_image() { BASE_IMAGE=$("$ROOT/tests/harness/testhost.sh" base debian13); }
 
-# build_image TAG DIR ARGS: build $PREFIX-TAG from tests/fixtures/DIR unless its recipe is current.
+# build_image TAG DIR ARGS [BASE]: build $PREFIX-TAG from tests/fixtures/DIR unless its recipe is
+# current. BASE, a fixture image's TAG, is its base image (build-arg BASE) instead of the Debian base;
+# its image id enters the recipe hash, so a rebuilt BASE rebuilds the image.
 build_image() {
-  local tag=$1 dir=$2 args=$3 image hash base_id build_args=()
+  local tag=$1 dir=$2 args=$3 base=$BASE_IMAGE image hash base_id build_args=()
+  [ -z "${4:-}" ] || base=$PREFIX-$4
   image=$PREFIX-$tag
-  base_id=$(docker image inspect -f '{{ .Id }}' "$BASE_IMAGE")
+  base_id=$(docker image inspect -f '{{ .Id }}' "$base")
   hash=$({ echo "$RECIPE_VERSION $args $base_id"; (cd "$FIXTURES/$dir" && find . -type f -print0 | sort -z |
     xargs -0 sha256sum); } | sha256sum | cut -c1-16)
   if [ "$(label_of "$image")" = "$hash" ]; then
@@ -62,7 +74,7 @@ build_image() {
     for a in $args; do build_args+=(--build-arg "$a"); done
   fi
   log "building $image"
-  DOCKER_BUILDKIT=0 docker build -q "${build_args[@]}" --build-arg "BASE=$BASE_IMAGE" \
+  DOCKER_BUILDKIT=0 docker build -q "${build_args[@]}" --build-arg "BASE=$base" \
     --label "$LABEL=$hash" -t "$image" "$FIXTURES/$dir" >"$STATE/build.log" 2>&1 ||
     { tail -n 30 "$STATE/build.log" >&2; die "docker build of $image failed (log above)"; }
   log "$image built (recipe $hash)"
@@ -175,6 +187,14 @@ images:
   app_v2: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:2.0
   app_v3: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:3.0
   app_broken: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:broken
+  prometheus: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/prometheus:2.53
+  alertmanager: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/alertmanager:0.28
+  node_exporter: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/node-exporter:1.9
+  postgres_exporter: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/postgres-exporter:0.17
+  redis_exporter: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/redis-exporter:1.69
+  blackbox_exporter: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/blackbox-exporter:0.26
+  nginx_exporter: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/nginx-exporter:1.4
+  mtail: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/mtail:3.0
 EOF
   chmod 0600 "$STATE/fixtures.yml"
 }
@@ -184,10 +204,12 @@ up() {
   mkdir -p "$STATE" && chmod 0700 "$STATE"
   base_image
   build_image registry:debian13 registry -
-  local entry tag dir args
+  # Shared layer of the monitoring stand-ins (the base of their IMAGES entries), not pushed.
+  build_image monitoring:debian13 monitoring/base -
+  local entry tag dir args base
   for entry in "${IMAGES[@]}"; do
-    read -r tag dir args <<<"$entry"
-    build_image "$tag" "$dir" "$args"
+    read -r tag dir args base <<<"$entry"
+    build_image "$tag" "$dir" "$args" "$base"
   done
   make_identity
   start_registry
@@ -210,7 +232,7 @@ case "$cmd" in
   purge)
     docker rm -f -v "$REGISTRY_NAME" >/dev/null 2>&1 || true
     docker volume rm "$REGISTRY_VOLUME" >/dev/null 2>&1 || true
-    mapfile -t images < <(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "^($PREFIX/|$REGISTRY_LOCAL/)" || true)
+    mapfile -t images < <(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "^($PREFIX-|$REGISTRY_LOCAL/)" || true)
     [ ${#images[@]} -eq 0 ] || docker rmi -f "${images[@]}" >/dev/null
     log "registry, its volume and ${#images[@]} fixture images removed"
     ;;

@@ -93,6 +93,9 @@ cat <<MSG
 [local] done in $(($(date +%s) - started)) s. Try:
   ssh -o UserKnownHostsFile=$cache/known_hosts -i $cache/id_ed25519 admin@$address
   docker exec $host curl -sk https://demo.localhost/health   # through nginx (reverse_proxy)
+  # monitoring (roles/monitoring): Prometheus' targets and firing alerts, on the host's loopback
+  docker exec $host curl -s 'http://127.0.0.1:9090/api/v1/query?query=up'
+  docker exec $host curl -s http://127.0.0.1:9090/api/v1/alerts
   # a zero-downtime rollout of app 2.0, then back to the previous release (health-gated both),
   # with this checkout's Ansible and collection:
   ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \

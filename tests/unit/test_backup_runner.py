@@ -149,7 +149,7 @@ def test_sections_of_a_recorded_dump_of_a_list_of_databases():
 def test_copy_data_never_starts_a_section():
     dump = (b'-- Database "a" dump\nCOPY public.t (body) FROM stdin;\n-- Database "b" dump\n\\.\n'
             b'SELECT 1;\n-- Database "c" dump\n')
-    assert [name for name, _ in runner.database_sections(dump.splitlines(keepends=True))] == ["a"] * 5 + ["c"]
+    assert [name for name, _line in runner.database_sections(dump.splitlines(keepends=True))] == ["a"] * 5 + ["c"]
 
 
 def test_dump_script_of_all_or_some_databases():

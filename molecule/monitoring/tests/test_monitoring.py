@@ -1,0 +1,178 @@
+"""The monitoring stack on its test host, beside the demo stack behind nginx: every target up in
+Prometheus' API, the rules' unit tests, nothing published beyond the loopback, the Postgres alert
+reaching the test webhook when its container stops, the backup alerts from the textfile metrics,
+and the Grafana files checked statically (no Grafana image can be built here)."""
+
+import json
+import os
+import sys
+import time
+
+import pytest
+import yaml
+
+testinfra_hosts = ["monitoring-debian13"]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))
+import grafana_checks  # noqa: E402  pylint: disable=wrong-import-position
+
+CONFIG = "/etc/composeops/monitoring"
+METRICS = "/var/lib/prometheus/node-exporter"
+DEMO = "cd /opt/stacks/demo && docker compose "
+MONITORING = "cd /opt/stacks/monitoring && docker compose "
+WEBHOOK = "/run/webhook.jsonl"
+
+
+def api(host, path, query=None):
+    """Prometheus' API on the host's loopback; query: a PromQL expression (URL-encoded by curl)."""
+    argv = "curl -fsS --max-time 5 -G 'http://127.0.0.1:9090/api/v1/%s'" % path
+    if query:
+        argv += " --data-urlencode 'query=%s'" % query
+    result = host.run(argv)
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)["data"]
+
+
+def wait_for(what, probe, seconds):
+    deadline = time.time() + seconds
+    last = None
+    while time.time() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(2)
+    pytest.fail("%s: not within %d s (last: %r)" % (what, seconds, last))
+
+
+def firing(host, alertname, **labels):
+    return [a for a in api(host, "alerts")["alerts"]
+            if a["labels"]["alertname"] == alertname and a["state"] == "firing"
+            and all(a["labels"].get(k) == v for k, v in labels.items())]
+
+
+def webhook_alerts(host):
+    """Every alert of every notification the test receiver got, as (status, labels)."""
+    found = host.file(WEBHOOK)
+    if not found.exists:
+        return []
+    return [(a["status"], a["labels"]) for line in found.content_string.splitlines() if line.strip()
+            for a in json.loads(line)["alerts"]]
+
+
+def write_metrics(host, name, text):
+    """A textfile of node_exporter, written as the backup runner writes it (temporary name, rename)."""
+    tmp, final = "%s/.%s.tmp" % (METRICS, name), "%s/%s.prom" % (METRICS, name)
+    result = host.run("cat > %s <<'EOF'\n%sEOF\nmv %s %s" % (tmp, text, tmp, final))
+    assert result.rc == 0, result.stderr
+
+
+def test_every_target_is_up(host):
+    expected = {"prometheus", "alertmanager", "node", "nginx", "nginx_log", "postgres", "redis", "blackbox"}
+
+    def all_up():
+        targets = api(host, "targets?state=active")["activeTargets"]
+        jobs = {t["labels"]["job"] for t in targets}
+        down = [(t["labels"]["job"], t["scrapeUrl"], t["lastError"]) for t in targets if t["health"] != "up"]
+        return targets if jobs >= expected and not down else None
+
+    targets = wait_for("every target up", all_up, 90)
+    assert all(t["labels"]["host"] == "monitoring-debian13" for t in targets)
+    stacks = {(t["labels"]["job"], t["labels"].get("stack")) for t in targets}
+    assert ("postgres", "demo") in stacks and ("redis", "demo") in stacks
+    # The exporters see what they export: the database, Redis, nginx, the health probe over TLS.
+    for query in ["pg_up", "redis_up", "nginx_up", 'probe_success{site="demo"}', "node_textfile_scrape_error"]:
+        values = [float(r["value"][1]) for r in api(host, "query", query)["result"]]
+        assert values and all(v == (0 if query == "node_textfile_scrape_error" else 1) for v in values), query
+    assert api(host, "query", 'probe_ssl_earliest_cert_expiry{site="demo"}')["result"]
+
+
+def test_nginx_responses_are_counted_from_the_access_log(host):
+    for _request in range(5):
+        host.run("curl -sk --max-time 5 https://demo.localhost/ --resolve demo.localhost:443:127.0.0.1 -o /dev/null")
+
+    def counted():
+        return api(host, "query", 'sum(composeops_nginx_responses_total{site="demo.localhost"})')["result"]
+
+    assert float(wait_for("mtail counts nginx responses", counted, 30)[0]["value"][1]) >= 5
+
+
+def test_rules_are_unit_tested_and_every_rule_is_loaded(host):
+    result = host.run("docker run --rm --network none -v %s/prometheus/tests:/check:ro --entrypoint /bin/promtool "
+                      "$(cd /opt/stacks/monitoring && docker compose config --images prometheus) "
+                      "test rules /check/composeops.rules.test.yml" % CONFIG)
+    assert result.rc == 0, result.stdout + result.stderr
+    loaded = {r["name"] for g in api(host, "rules")["groups"] for r in g["rules"]}
+    rules = yaml.safe_load(host.file(CONFIG + "/prometheus/composeops.rules.yml").content_string)
+    assert loaded == {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert {"PostgresDown", "BackupTooOld", "BackupMetricsAbsent", "RolloutFailed"} <= loaded
+
+
+def test_nothing_is_published_beyond_the_loopback(host):
+    ports = host.run(MONITORING + "ps --format '{{.Service}} {{.Ports}}'").stdout.split("\n")
+    published = [p for p in ports if "->" in p]
+    assert published, ports
+    assert all(("127.0.0.1:" in p and "0.0.0.0" not in p and "[::]" not in p) for p in published), published
+    # The host-network services listen on the loopback only.
+    listening = host.run("ss -Hltn").stdout
+    for port in [9090, 9093, 9100, 9113, 9115, 3903]:
+        lines = [line for line in listening.splitlines() if line.split()[3].endswith(":%d" % port)]
+        assert lines and all(line.split()[3] == "127.0.0.1:%d" % port for line in lines), (port, lines)
+
+
+def test_postgres_down_reaches_the_webhook(host):
+    started = time.time()
+    assert host.run(DEMO + "stop db").rc == 0
+    try:
+        def notified():
+            return [labels for status, labels in webhook_alerts(host)
+                    if status == "firing" and labels["alertname"] == "PostgresDown" and labels.get("stack") == "demo"]
+
+        alert = wait_for("PostgresDown at the webhook", notified, 90)[0]
+        print("PostgresDown reached the webhook %.0f s after docker stop" % (time.time() - started))
+        assert alert["severity"] == "critical" and alert["host"] == "monitoring-debian13"
+    finally:
+        assert host.run(DEMO + "start db").rc == 0
+    wait_for("pg_up back to 1", lambda: api(host, "query", "pg_up == 1")["result"], 60)
+
+
+def test_backup_alerts_fire_from_the_textfile_metrics(host):
+    now = int(time.time())
+    labels = '{repository="local",source="%s"}'
+    lines = ("composeops_backup_last_success_timestamp_seconds%s %d\n"
+             "composeops_backup_last_run_timestamp_seconds%s %d\ncomposeops_backup_last_status%s 1\n")
+    # demo-db: a backup a minute ago; demo-redis: its last success three days ago.
+    db, cache = labels % "demo-db", labels % "demo-redis"
+    write_metrics(host, "composeops_backup_demo-db", lines % (db, now - 60, db, now - 60, db))
+    write_metrics(host, "composeops_backup_demo-redis", lines % (cache, now - 3 * 86400, cache, now - 60, cache))
+    wait_for("BackupTooOld of demo-redis", lambda: firing(host, "BackupTooOld", source="demo-redis"), 60)
+    wait_for("no BackupMetricsAbsent of demo-db",
+             lambda: not firing(host, "BackupMetricsAbsent", source="demo-db") or None, 60)
+    assert not firing(host, "BackupTooOld", source="demo-db")
+    # The metric file of demo-db deleted (a runner that no longer runs): its absence fires.
+    host.run("rm -f %s/composeops_backup_demo-db.prom" % METRICS)
+    wait_for("BackupMetricsAbsent of demo-db", lambda: firing(host, "BackupMetricsAbsent", source="demo-db"), 60)
+
+
+def test_grafana_files_are_provisioned_and_valid(host):
+    datasource = yaml.safe_load(host.file(CONFIG + "/grafana/provisioning/datasources/composeops.yml").content_string)
+    assert [d["uid"] for d in datasource["datasources"]] == ["composeops-prometheus"]
+    assert datasource["datasources"][0]["url"] == "http://127.0.0.1:9090"
+    names = host.run("ls %s/grafana/dashboards" % CONFIG).stdout.split()
+    dashboards = [json.loads(host.file("%s/grafana/dashboards/%s" % (CONFIG, n)).content_string) for n in names]
+    assert len(dashboards) == 6
+    assert [p for d in dashboards for p in grafana_checks.panel_problems(d)] == []
+    # Every panel's query parses: as recording rules, through the promtool of the Prometheus image.
+    rules = grafana_checks.queries_as_rules(dashboards)
+    result = host.run("cat > /tmp/panels.rules.yml <<'EOF'\n%s\nEOF\ndocker run --rm --network none "
+                      "-v /tmp/panels.rules.yml:/check:ro --entrypoint /bin/promtool "
+                      "$(cd /opt/stacks/monitoring && docker compose config --images prometheus) check rules /check"
+                      % rules)
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def test_a_route_to_fixed_servers_reaches_a_host_network_service(host):
+    # How Grafana (127.0.0.1:3000, host network) is served: reverse_proxy's `servers` route.
+    result = host.run("curl -sk --max-time 5 --resolve alerts.localhost:443:127.0.0.1 https://alerts.localhost/-/healthy")
+    assert result.rc == 0 and result.stdout.strip() == "OK", result.stdout + result.stderr
+    assert "server 127.0.0.1:9093" in host.file("/etc/nginx/composeops/upstreams/servers_alerts_root.conf").content_string
