@@ -38,7 +38,7 @@ SUBJECT = {
     "InodesFillingUp": "mountpoint",
     "MemoryPressure": None,
     "ContainerRestarting": "name",
-    "ContainerGone": "name",
+    "ContainerGone": "container_label_com_docker_compose_service",
     "HealthProbeFailing": "site",
     "CertificateExpiring": "site",
     "PostgresDown": "stack",

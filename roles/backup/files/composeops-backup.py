@@ -326,7 +326,8 @@ class Runner:
             yield
 
     def repositories_lock(self):
-        return self.lock("repositories", wait=REPOSITORY_LOCK_WAIT)
+        # Source names match [a-z0-9][a-z0-9_-]*: "_" keeps this lock apart from theirs.
+        return self.lock("_repositories", wait=REPOSITORY_LOCK_WAIT)
 
     def copy_env(self, command, repo):
         primary = self.repos[0]
@@ -446,7 +447,7 @@ class Runner:
         previous = self.read_json(os.path.join(self.state, "status", name + ".json"), {})
         results = {}
         try:
-            with self.lock(name), self.repositories_lock():
+            with self.lock("source-" + name), self.repositories_lock():
                 try:
                     # Inside: post_commands run after a failed pre-command too (a writer paused by
                     # the first one must not stay paused).
@@ -677,7 +678,7 @@ class Runner:
 
     def check(self):
         samples, failed = [], []
-        with self.lock("check"), self.repositories_lock():
+        with self.lock("_check"), self.repositories_lock():
             for repo in self.repos:
                 labels = {"repository": repo["name"]}
                 self.restic(repo, ["unlock"], check=False)
@@ -700,7 +701,7 @@ class Runner:
         if database in NOT_ALONE:
             raise Failure("database %s cannot be restored alone (psql replays the dump connected to postgres, "
                           "template1 is the template of new databases): restore every database instead" % database)
-        with self.lock(name), self.repositories_lock():
+        with self.lock("source-" + name), self.repositories_lock():
             snapshot = self.snapshot_of(source, snapshot_id, host)
             recorded = self.read_json(self.sidecar(source, snapshot["id"][:8]), {})
             running = self.run(self.compose(source, ["ps", "--services", "--status", "running"]),
@@ -726,8 +727,9 @@ class Runner:
                 dump = self.one_database(dump, database)
                 drop = [database]
             else:
-                drop = self.postgres_sql(source, "postgres", "SELECT datname FROM pg_database WHERE NOT datistemplate "
-                                                             "AND datname <> 'postgres'").splitlines()
+                # Only the databases the dump holds: a dump of a list of databases leaves the others.
+                with open(dump, "rb") as handle:
+                    drop = sorted({name for name, _line in database_sections(handle)} - {None} - set(NOT_ALONE))
             try:
                 for name in drop:
                     self.postgres_sql(source, "postgres",
