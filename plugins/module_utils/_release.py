@@ -4,7 +4,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Release history of a Compose stack on its host: ``<project_dir>/.releases/``.
 
-    <id>.json   one record a release: id, time, who, result, checksum, files, images, services, previous
+    <id>.json   one record a release: id, time, who, result, checksum, files, images, services, previous,
+                run_id (the playbook run of a multi-host rollout, or null)
     <id>/       a copy of the project files of that release (0600), for a rollback
     current     the id of the active release
     journal.json  the step a rollout is in (written by _rollout; read here only to know it exists)
@@ -31,6 +32,7 @@ import tempfile
 RESULTS = ("success", "rolled_back", "failed", "interrupted")
 RELEASES_DIR = ".releases"
 _ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class ReleaseError(Exception):
@@ -61,6 +63,11 @@ def is_release_id(text):
     return bool(_ID.match(text or ""))
 
 
+def valid_run_id(text):
+    """Whether ``text`` is a run id: letters, digits, ``.``, ``_``, ``-``, 1 to 64 characters."""
+    return isinstance(text, str) and bool(_RUN_ID.fullmatch(text))
+
+
 def files_checksum(contents):
     """sha256 over the stack's files: ``contents`` maps a file name relative to the project
     directory to its bytes. Names are part of the sum (a renamed file is another release), in
@@ -73,9 +80,10 @@ def files_checksum(contents):
     return digest.hexdigest()
 
 
-def new_record(now, checksum, who, files, images, services=None, previous=None, result="interrupted"):
+def new_record(now, checksum, who, files, images, services=None, previous=None, result="interrupted", run_id=None):
     """A release record. Its result starts as ``interrupted``: that is what it stays if the run
-    dies before it writes the real result."""
+    dies before it writes the real result. ``run_id`` ties the records of one multi-host rollout
+    (and of its rollback) together; None when the run has none."""
     return {
         "id": release_id(now, checksum),
         "time": iso_time(now),
@@ -86,6 +94,7 @@ def new_record(now, checksum, who, files, images, services=None, previous=None, 
         "images": images,
         "services": services or {},
         "previous": previous,
+        "run_id": run_id,
     }
 
 
@@ -175,6 +184,7 @@ def summary(record, current=None):
         "images": record.get("images") or {},
         "services": record.get("services") or {},
         "previous": record.get("previous"),
+        "run_id": record.get("run_id"),
         "current": record.get("id") == current,
     }
 

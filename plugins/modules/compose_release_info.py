@@ -58,7 +58,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 releases:
-  description: Every recorded release, newest first.
+  description:
+    - Every recorded release, newest first.
+    - C(run_id) is the O(composeops.platform.compose_rollout#module:run_id) of the run that recorded it,
+      to find the records of one multi-host rollout together; null when that run had none.
   returned: success
   type: list
   elements: dict
@@ -71,6 +74,7 @@ releases:
       images: {web: {ref: "registry.example.com/app:2.0", id: "sha256:...", digest: "registry.example.com/app@sha256:..."}}
       services: {web: {strategy: rolling}}
       previous: 20261201T101500Z-9f8e7d6c
+      run_id: 20261202T142955Z-shop
       current: true
 current:
   description: Id of the active release; null when none is recorded.

@@ -30,7 +30,7 @@ description:
     the next run repairs an interrupted rollout first (removes the new replicas of an unfinished
     batch, or retires the old ones of a switched batch, and puts the upstream in line).
   - Every run records a release in C(<project_dir>/.releases/) (id, time, who, result, checksum of
-    the stack files, image ids and digests, a copy of the files) unless the running state is
+    the stack files, image ids and digests, O(run_id), a copy of the files) unless the running state is
     recorded already. O(release) rolls back to an earlier one, which is itself a gated rollout.
   - An action plugin of the same name runs the module. A run with nothing to change (no step, no
     file or release to record, nothing to recover, no other run holding the lock) is one
@@ -148,6 +148,13 @@ options:
   who:
     description: Who deploys, for the lock and the history. Default C(SUDO_USER), then C(LOGNAME).
     type: str
+  run_id:
+    description:
+      - An id of the playbook run that rolls out several hosts (C(playbooks/rollout.yml) sets one per
+        run), recorded in the release record as C(run_id) so that the records of one multi-host
+        rollout, and of its rollback, can be found together.
+      - Letters, digits, C(.), C(_), C(-), at most 64 characters.
+    type: str
   log_lines:
     description: Log lines of a failed new replica in the error.
     type: int
@@ -204,7 +211,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 release:
-  description: The release record written by this run (or the matching one when nothing changed).
+  description:
+    - The release record written by this run (or the matching one when nothing changed).
+    - C(run_id) is the O(run_id) of the run that wrote the record; null (or absent, in records written
+      before this key existed) when it had none.
   returned: success and on a rolled back or failed rollout
   type: dict
   sample:
@@ -217,6 +227,7 @@ release:
     images: {app: {ref: "registry.example.com/shop/app:2.0", id: "sha256:...", digest: "registry.example.com/shop/app@sha256:..."}}
     services: {app: {strategy: rolling}}
     previous: 20261201T101500Z-9f8e7d6c
+    run_id: 20261202T142955Z-shop
 previous_release:
   description: Id of the release that was current before this run.
   returned: always
@@ -966,7 +977,8 @@ class Rollout(object):
                     self.result["changed"] = True
                 self.result["release"] = match
                 return self.result
-        self.record = rel.new_record(utcnow(), checksum, self.who, names, {}, previous=current)
+        self.record = rel.new_record(utcnow(), checksum, self.who, names, {}, previous=current,
+                                     run_id=self.p["run_id"])
         self.record["compose_files"] = list(self.files)
         self.record["env_files"] = list(self.env_files)
         rel.save_files(self.dir, self.record["id"], names)
@@ -1041,6 +1053,7 @@ def main():
             lock_token=dict(type="str", no_log=False),
             keep_releases=dict(type="int", default=10),
             who=dict(type="str"),
+            run_id=dict(type="str"),
             log_lines=dict(type="int", default=20),
             progress_file=dict(type="path"),
             docker_cli=dict(type="path", default="docker"),
@@ -1049,6 +1062,10 @@ def main():
         mutually_exclusive=[["images", "release"]],
         supports_check_mode=True,
     )
+    run_id = module.params["run_id"]
+    if run_id is not None and not rel.valid_run_id(run_id):
+        # Before the lock, the recovery or any file: nothing has changed yet.
+        fail(module, "invalid run_id %r: use letters, digits, '.', '_' and '-', 1 to 64 characters" % run_id)
     module.exit_json(**Rollout(module).main())
 
 

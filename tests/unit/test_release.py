@@ -31,7 +31,35 @@ def test_new_record_starts_interrupted():
     record = rel.new_record(NOW, "d" * 64, "bob", ["compose.yaml", ".env"], IMAGES)
     assert record["result"] == "interrupted"
     assert record["id"] == "20261202T143000Z-dddddddd"
-    assert set(record) == {"id", "time", "who", "result", "checksum", "files", "images", "services", "previous"}
+    assert set(record) == {"id", "time", "who", "result", "checksum", "files", "images", "services", "previous",
+                           "run_id"}
+    assert record["run_id"] is None
+
+
+def test_new_record_with_run_id():
+    record = rel.new_record(NOW, "d" * 64, "bob", ["compose.yaml"], IMAGES, run_id="20261202T142955Z-shop")
+    assert record["run_id"] == "20261202T142955Z-shop"
+    assert record["id"] == "20261202T143000Z-dddddddd" and record["result"] == "interrupted"
+
+
+def test_summary_returns_run_id():
+    record = rel.new_record(NOW, "d" * 64, "bob", ["compose.yaml"], IMAGES, run_id="run-1")
+    assert rel.summary(record)["run_id"] == "run-1"
+    assert rel.summary(_record(0))["run_id"] is None
+    # a record written before run_id existed
+    old = dict(_record(0))
+    del old["run_id"]
+    assert rel.summary(old)["run_id"] is None
+
+
+@pytest.mark.parametrize("text", ["run-1", "20261202T142955Z-shop", "a.b_c-D9", "x", "a" * 64])
+def test_valid_run_id(text):
+    assert rel.valid_run_id(text)
+
+
+@pytest.mark.parametrize("text", ["", "a" * 65, "has space", "a/b", "a:b", "ü", "run\n", None, 12])
+def test_invalid_run_id(text):
+    assert not rel.valid_run_id(text)
 
 
 def test_checksum_covers_names_and_contents():
