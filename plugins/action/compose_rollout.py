@@ -101,7 +101,8 @@ class ActionModule(ActionBase):
         jid = started["ansible_job_id"]
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         job_file = self._connection._shell.join_path(async_dir, jid)
-        host = task_vars.get("inventory_hostname", "") if task_vars else ""
+        # The host the module runs on: the delegated one when a play rolls back another host.
+        host = self._task.delegate_to or (task_vars.get("inventory_hostname", "") if task_vars else "")
         show = not self._play_context.no_log
         failures = 0
         wait = 0.5  # a run with nothing to do ends within a second: poll soon, then every POLL_SECONDS

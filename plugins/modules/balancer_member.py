@@ -133,7 +133,9 @@ workers_left:
   elements: int
 """
 
+import fcntl
 import os
+import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -188,6 +190,19 @@ class BalancerMember(object):
             return None
 
     def run(self):
+        """Under an exclusive lock of the upstream (from the read to the end of the drain), so that
+        two runs for two members of one upstream never write over each other's change."""
+        if self.module.check_mode:
+            return self.change()
+        lock_path = os.path.join(self.p["upstreams_dir"], ".%s.lock" % self.p["upstream"])
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self.change()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def change(self):
         p = self.p
         drained = p["state"] == "drained"
         try:
@@ -236,8 +251,9 @@ class BalancerMember(object):
 
     def write(self, before, after):
         p = self.p
-        candidate = os.path.join(os.path.dirname(self.path), ".%s.balancer-candidate" % os.path.basename(self.path))
-        with open(candidate, "w") as handle:
+        fd, candidate = tempfile.mkstemp(prefix=".%s." % os.path.basename(self.path), suffix=".candidate",
+                                         dir=os.path.dirname(self.path))
+        with os.fdopen(fd, "w") as handle:
             handle.write(after)
         try:
             self.run_cmd([p["nginx_check"], candidate, self.path], "nginx's test of the new upstream file %s" % self.path)
