@@ -31,3 +31,21 @@ options:
     type: path
     default: docker
 """
+
+    # The modules that change an upstream file of the reverse_proxy role and reload nginx.
+    NGINX = r"""
+options:
+  upstreams_dir:
+    description: Directory of the reverse_proxy role's upstream files.
+    type: path
+    default: /etc/nginx/composeops/upstreams
+  nginx_check:
+    description: Command that tests a candidate upstream file (C(<nginx_check> CANDIDATE DEST)).
+    type: path
+    default: /usr/local/sbin/composeops-nginx-check
+  nginx_reload:
+    description: Command that reloads nginx gracefully.
+    type: list
+    elements: str
+    default: [systemctl, reload, nginx]
+"""

@@ -29,6 +29,7 @@ description:
 author: composeops developers (@composeops)
 extends_documentation_fragment:
   - composeops.platform.attributes
+  - composeops.platform.attributes.nginx
 options:
   upstream:
     description: Name of the upstream (its file is C(<upstreams_dir>/<upstream>.conf)), for example C(servers_shop_root).
@@ -51,19 +52,6 @@ options:
     description: Seconds to wait for the requests in flight after the reload (O(state=drained)).
     type: float
     default: 30
-  upstreams_dir:
-    description: Directory of the reverse_proxy role's upstream files.
-    type: path
-    default: /etc/nginx/composeops/upstreams
-  nginx_check:
-    description: Command that tests a candidate upstream file (C(<nginx_check> CANDIDATE DEST)).
-    type: path
-    default: /usr/local/sbin/composeops-nginx-check
-  nginx_reload:
-    description: Command that reloads nginx gracefully.
-    type: list
-    elements: str
-    default: [systemctl, reload, nginx]
   pid_file:
     description: nginx's pid file (its master process).
     type: path

@@ -43,6 +43,7 @@ author: composeops developers (@composeops)
 extends_documentation_fragment:
   - composeops.platform.attributes
   - composeops.platform.attributes.docker_cli
+  - composeops.platform.attributes.nginx
 options:
   project_dir:
     description: Directory of the stack (C(/opt/stacks/<name>)), with its compose and env files.
@@ -94,19 +95,6 @@ options:
     type: list
     elements: str
     default: []
-  upstreams_dir:
-    description: Directory of the reverse_proxy role's upstream files.
-    type: path
-    default: /etc/nginx/composeops/upstreams
-  nginx_check:
-    description: Command that tests a candidate upstream file (C(<nginx_check> CANDIDATE DEST)).
-    type: path
-    default: /usr/local/sbin/composeops-nginx-check
-  nginx_reload:
-    description: Command that reloads nginx gracefully.
-    type: list
-    elements: str
-    default: [systemctl, reload, nginx]
   drain_seconds:
     description: Seconds between the switch and the stop of the old replicas (requests in flight finish).
     type: float
