@@ -129,67 +129,23 @@ run_s=$(($(date +%s) - started))
 # start after hey's start).
 mkdir -p benchmarks/results
 python3 - "$work" benchmarks/results/rollout.json "$loadavg_start" "$loadavg_end" "$containers_start" "$run_s" <<'PY'
-import csv, datetime, json, os, re, sys
+import json, os, re, sys
+
+sys.path.insert(0, "benchmarks")
+from load_figures import add_ratios, load_window, machine, print_table, stamp, write_json  # noqa: E402
 
 work, dest, loadavg_start, loadavg_end, containers_start, run_s = sys.argv[1:7]
 
 
-def pct(values, p):
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
-
-
-def ms(seconds):
-    return None if seconds is None else round(seconds * 1000, 1)
-
-
 def window(name):
-    d = os.path.join(work, name)
-    start = float(open(os.path.join(d, "start")).read())
-    t0, t1, rc = open(os.path.join(d, "change")).read().split()
-    rows = []
-    with open(os.path.join(d, "hey.csv")) as handle:
-        for row in csv.DictReader(handle):
-            offset, took = float(row["offset"]), float(row["response-time"])
-            rows.append((start + offset, start + offset + took, int(row["status-code"]), took))
-    slow = []
-    for f in sorted(os.listdir(d)):
-        if f.startswith("slow-"):
-            slow += [line.split() for line in open(os.path.join(d, f)) if line.strip()]
-    nginx = [json.loads(line) for line in open(os.path.join(d, "nginx.log")) if line.startswith("{")]
-    end = max([r[1] for r in rows] or [start])
-    # Longest time without a successful answer: between successive successful answers, and from the
-    # window's start to the first one, from the last one to the window's end.
-    done = sorted(r[1] for r in rows if r[2] == 200)
-    edges = [start] + done + [end]
-    gap = max(b - a for a, b in zip(edges, edges[1:]))
-    # Latency of the answers served (200) to requests started during the change: a 502 is fast.
-    during = [r[3] for r in rows if float(t0) <= r[0] <= float(t1) and r[2] == 200]
-    statuses = {}
-    for r in rows:
-        statuses[str(r[2])] = statuses.get(str(r[2]), 0) + 1
+    rows, slow, figures = load_window(os.path.join(work, name))
     return dict(
+        figures,
         requests=len(rows),
         failed=sum(1 for r in rows if r[2] != 200),
-        statuses=statuses,
-        rps=round(len(rows) / (end - start), 1) if end > start else None,
-        window_s=round(end - start, 1),
-        change_s=round(float(t1) - float(t0), 1),
-        change_exit_code=int(rc),
-        gap_s=round(gap, 2),
-        p50_ms=ms(pct(during, 50)),
-        p99_ms=ms(pct(during, 99)),
-        served_during_change=len(during),
-        slow_total=len(slow),
         slow_completed=sum(1 for s in slow if len(s) > 1 and s[1] == "200"),
-        nginx_requests=len(nginx),
-        nginx_failed=sum(1 for n in nginx if n.get("status") != 200),
-        serving_after=open(os.path.join(d, "versions")).read().strip(),
         # The window's last answer was a success: the service was back when the window ended.
         recovered=bool(rows) and max(rows, key=lambda r: r[1])[2] == 200,
-        t0=float(t0), t1=float(t1),
     )
 
 
@@ -210,8 +166,7 @@ def module_result(name):
 cases = {n: window(n) for n in ("steady", "naive", "noop", "rollout", "bad_image")}
 steady, naive, rollout, bad = cases["steady"], cases["naive"], cases["rollout"], cases["bad_image"]
 for case in (cases["noop"], rollout, bad):
-    case["p50_ratio"] = round(case["p50_ms"] / steady["p50_ms"], 2) if case["p50_ms"] and steady["p50_ms"] else None
-    case["p99_ratio"] = round(case["p99_ms"] / steady["p99_ms"], 2) if case["p99_ms"] and steady["p99_ms"] else None
+    add_ratios(case, steady)
 result = module_result("rollout")
 rollout["duration_s"] = (result.get("actions", {}).get("app", {}) or {}).get("seconds")
 rollout["playbook_s"] = rollout["change_s"]
@@ -219,10 +174,6 @@ rollout["module_failed"] = bool(result.get("failed"))
 bad_result = module_result("bad_image")
 bad["rolled_back"] = bad_result.get("rolled_back")
 bad["module_msg"] = (bad_result.get("msg") or "")[:300]
-
-
-def stamp(line):
-    return datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
 lines = [l for l in open(os.path.join(work, "progress.log")) if re.match(r"\d{4}-\d\d-\d\dT", l)]
@@ -237,21 +188,13 @@ for case in cases.values():
 out = {
     "commit": os.popen("git rev-parse --short HEAD").read().strip(),
     "cores": os.cpu_count(),
-    "machine": {
-        "shared": True,
-        "note": "the machine is shared with other test runs: failed requests stay meaningful, latencies less so",
-        "load_average_start": [float(x) for x in loadavg_start.split()],
-        "load_average_end": [float(x) for x in loadavg_end.split()],
-        "other_containers_at_start": int(containers_start),
-    },
+    "machine": machine(loadavg_start, loadavg_end, containers_start),
     "load": {"tool": "hey", "workers": 8, "max_rps_per_worker": 25, "keepalive": True,
              "slow_slots": 3, "slow_seconds": 15, "site_rate_limit": "1000r/s burst 2000"},
     "run_s": int(run_s),
 }
 out.update(cases)
-with open(dest, "w") as handle:
-    json.dump(out, handle, indent=2)
-    handle.write("\n")
+write_json(dest, out)
 
 rows = [
     ("requests", "requests"), ("failed", "failed"), ("statuses", "statuses"), ("req/s", "rps"),
@@ -263,18 +206,7 @@ rows = [
 ]
 names = ("steady", "naive", "noop", "rollout", "bad_image")
 
-
-def show(v):
-    if v is None:
-        return "-"
-    if isinstance(v, dict):
-        return " ".join("%s:%s" % kv for kv in sorted(v.items()))
-    return str(v)
-
-
-print("%-22s" % "" + "".join("%-22s" % n for n in names))
-for label, key in rows:
-    print("%-22s" % label + "".join("%-22s" % show(cases[n].get(key, "")) for n in names))
+print_table(cases, names, rows)
 print("load average %s -> %s on %s cores (shared machine); run %s s" % (loadavg_start, loadavg_end, os.cpu_count(), run_s))
 print("wrote %s" % dest)
 PY

@@ -190,58 +190,18 @@ run_s=$(($(date +%s) - started))
 dest=benchmarks/results/rollout_multihost.json
 if [ "$quick" = 1 ]; then dest=$work/rollout_multihost.json; else mkdir -p benchmarks/results; fi
 python3 - "$work" "$dest" "$loadavg_start" "$loadavg_end" "$containers_start" "$run_s" "$quick" "$app_v2" <<'PY'
-import csv, datetime, json, os, re, sys
+import os, re, sys
+
+sys.path.insert(0, "benchmarks")
+from load_figures import add_ratios, load_window, machine, print_table, read, stamp, write_json  # noqa: E402
 
 work, dest, loadavg_start, loadavg_end, containers_start, run_s, quick, app_v2 = sys.argv[1:9]
 
 
-def pct(values, p):
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100.0 * (len(values) - 1))))]
-
-
-def ms(seconds):
-    return None if seconds is None else round(seconds * 1000, 1)
-
-
-def read(d, name):
-    with open(os.path.join(d, name)) as handle:
-        return handle.read()
-
-
-def stamp(line):
-    return datetime.datetime.strptime(line.split()[0], "%Y-%m-%dT%H:%M:%SZ").replace(
-        tzinfo=datetime.timezone.utc).timestamp()
-
-
 def window(name):
     d = os.path.join(work, name)
-    start = float(read(d, "start"))
-    t0, t1, rc = read(d, "change").split()
-    t0, t1 = float(t0), float(t1)
-    rows = []
-    with open(os.path.join(d, "hey.csv")) as handle:
-        for row in csv.DictReader(handle):
-            offset, took = float(row["offset"]), float(row["response-time"])
-            rows.append((start + offset, start + offset + took, int(row["status-code"]), took))
-    slow = []
-    for f in sorted(os.listdir(d)):
-        if f.startswith("slow-"):
-            slow += [line.split() for line in open(os.path.join(d, f)) if line.strip()]
-    nginx = [json.loads(line) for line in open(os.path.join(d, "nginx.log")) if line.startswith("{")]
-    end = max([r[1] for r in rows] or [start])
-    # Longest time without a successful answer (from the window's start to the first one, between
-    # two, from the last one to the window's end).
-    done = sorted(r[1] for r in rows if r[2] == 200)
-    edges = [start] + done + [end]
-    gap = max(b - a for a, b in zip(edges, edges[1:]))
-    # Latency of the answers served (200) to requests started during the change: a 502 is fast.
-    during = [r[3] for r in rows if t0 <= r[0] <= t1 and r[2] == 200]
-    statuses = {}
-    for r in rows:
-        statuses[str(r[2])] = statuses.get(str(r[2]), 0) + 1
+    rows, slow, figures = load_window(d)
+    t0, t1 = figures["t0"], figures["t1"]
     hey_failed = sum(1 for r in rows if r[2] != 200)
     slow_failed = sum(1 for s in slow if len(s) < 2 or s[1] != "200")
     # What the app hosts run and the balancer's members, read from the hosts after the window.
@@ -260,26 +220,14 @@ def window(name):
     log = read(work, name + ".log").replace("\\n", "\n")
     outcomes = dict(re.findall(r"^- (bench-mh-\S+): ([^;\n]+)", log, re.M))
     return dict(
+        figures,
         requests=len(rows) + len(slow),
         failed=hey_failed + slow_failed,
         hey_requests=len(rows),
         hey_failed=hey_failed,
-        statuses=statuses,
-        rps=round(len(rows) / (end - start), 1) if end > start else None,
-        window_s=round(end - start, 1),
-        change_s=round(t1 - t0, 1),
-        change_exit_code=int(rc),
-        gap_s=round(gap, 2),
-        p50_ms=ms(pct(during, 50)),
-        p99_ms=ms(pct(during, 99)),
-        served_during_change=len(during),
         # hey ran until the change had ended (it stops at 900 s).
         load_covered_change=bool(rows) and max(r[0] for r in rows) >= t1,
-        slow_total=len(slow),
         slow_completed=len(slow) - slow_failed,
-        nginx_requests=len(nginx),
-        nginx_failed=sum(1 for n in nginx if n.get("status") != 200),
-        serving_after=read(d, "versions").strip(),
         app_hosts=len(hosts),
         # Every app host runs 2.0 (only), every member of the balancer is in rotation.
         all_v2_in_rotation=(all(images.get(h) and set(images[h]) == {app_v2} for h in hosts)
@@ -288,7 +236,6 @@ def window(name):
         outcomes=outcomes,
         upstream_mtime=float(read(d, "upstream_mtime")),
         progress=progress,
-        t0=t0, t1=t1,
     )
 
 
@@ -296,10 +243,7 @@ names = [n.strip() for n in open(os.path.join(work, "cases")) if n.strip()]
 cases = {n: window(n) for n in names}
 baseline = {"hosts2": "steady2", "hosts4": "steady", "second_fails": "steady2" if quick == "1" else "steady"}
 for name, case in cases.items():
-    base = cases.get(baseline.get(name, ""), {})
-    for p in ("p50", "p99"):
-        mine, theirs = case["%s_ms" % p], base.get("%s_ms" % p)
-        case["%s_ratio" % p] = round(mine / theirs, 2) if mine and theirs else None
+    add_ratios(case, cases.get(baseline.get(name, ""), {}))
     if name.startswith("hosts") or name == "second_fails":
         case["duration_s"] = case["change_s"]
         case["baseline"] = baseline[name]
@@ -317,13 +261,7 @@ out = {
     "commit": os.popen("git rev-parse --short HEAD").read().strip(),
     "cores": os.cpu_count(),
     "quick": quick == "1",
-    "machine": {
-        "shared": True,
-        "note": "the machine is shared with other test runs: failed requests stay meaningful, latencies less so",
-        "load_average_start": [float(x) for x in loadavg_start.split()],
-        "load_average_end": [float(x) for x in loadavg_end.split()],
-        "other_containers_at_start": int(containers_start),
-    },
+    "machine": machine(loadavg_start, loadavg_end, containers_start),
     "setup": {"balancer": "bench-mh-lb (also the database host)", "app_replicas_per_host": 2,
               "hosts2": "its own setup of 2 app hosts", "hosts4": "4 app hosts (steady, hosts4, second_fails)",
               "rollout_serial": 1, "rollout_drain_timeout": 20, "connection": "ssh"},
@@ -333,9 +271,7 @@ out = {
     "run_s": int(run_s),
 }
 out.update(cases)
-with open(dest, "w") as handle:
-    json.dump(out, handle, indent=2)
-    handle.write("\n")
+write_json(dest, out)
 
 rows = [
     ("app hosts", "app_hosts"), ("requests", "requests"), ("failed", "failed"), ("statuses (hey)", "statuses"),
@@ -347,18 +283,7 @@ rows = [
     ("serving after", "serving_after"),
 ]
 
-
-def show(v):
-    if v is None:
-        return "-"
-    if isinstance(v, dict):
-        return " ".join("%s:%s" % kv for kv in sorted(v.items()))
-    return str(v)
-
-
-print("%-22s" % "" + "".join("%-22s" % n for n in names))
-for label, key in rows:
-    print("%-22s" % label + "".join("%-22s" % show(cases[n].get(key, "")) for n in names))
+print_table(cases, names, rows)
 for n in names:
     if cases[n]["outcomes"]:
         print("%s: %s" % (n, "; ".join("%s %s" % kv for kv in sorted(cases[n]["outcomes"].items()))))
