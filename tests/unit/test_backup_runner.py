@@ -52,6 +52,14 @@ def test_backup_without_summary_is_a_failure():
         runner.parse_backup_summary('{"message_type":"status","percent_done":0.5}\nnot json\n')
 
 
+def test_a_lock_in_the_way_from_a_recorded_run():
+    # restic prune, exit 11, while a backup of the same repository ran (restic 0.18).
+    locked = runner.Failure("restic prune (local) failed: " + (FIXTURES / "restic_locked.txt").read_text())
+    assert runner.locked_out(locked)
+    assert not runner.locked_out(runner.Failure("restic backup (local) failed: Fatal: wrong password or no key found"))
+    assert not runner.locked_out(runner.Failure("the dump of demo-db failed, no snapshot recorded: pg_dumpall: error"))
+
+
 def test_latest_snapshot_from_a_recorded_list():
     snapshots = json.loads((FIXTURES / "snapshots.json").read_text())
     latest = runner.latest_snapshot(snapshots)
@@ -144,6 +152,15 @@ def test_sections_of_a_recorded_dump_of_a_list_of_databases():
     assert set(sections) == {None, "shop", 'odd "name"'}
     assert b"CREATE ROLE reporter" in sections[None] and b"CREATE DATABASE" not in sections[None]
     assert b"CREATE DATABASE shop " in sections["shop"] and b"\\connect shop" in sections["shop"]
+
+
+def test_sections_that_create_something():
+    # A plain cluster: postgres' and template1's sections are pg_dump's preamble alone.
+    with open(FIXTURES / "pg_dumpall.sql", "rb") as dump:
+        assert runner.sections_with_objects(dump) == {"app", "shop", 'odd "name"'}
+    # The same cluster (pg_dumpall --schema-only) with a table in the postgres database.
+    with open(FIXTURES / "pg_dumpall_schema_postgres_table.sql", "rb") as dump:
+        assert runner.sections_with_objects(dump) == {"app", "postgres"}
 
 
 def test_copy_data_never_starts_a_section():

@@ -84,6 +84,10 @@ def test_role_files_and_timers(host):
 
 
 def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
+    # A table in the postgres database itself (tools put theirs there): a full restore brings it
+    # back too, instead of failing on "already exists".
+    sh(host, COMPOSE + "exec -T db psql -X -q -U app -d postgres -c "
+             "'CREATE TABLE IF NOT EXISTS ops_notes (note text); INSERT INTO ops_notes VALUES (1)'")
     state["checksums"] = checksums(host)
     state["keys"] = int(sh(host, REDIS + "DBSIZE"))
     assert state["keys"] >= 100
@@ -128,9 +132,11 @@ def test_restore_brings_back_every_table_and_key(host, state):
     sh(host, REDIS + "DEL key:1 key:2")
     sh(host, REDIS + "SET key:new x")
     assert checksums(host) != state["checksums"]
+    sh(host, COMPOSE + "exec -T db psql -X -q -U app -d postgres -c 'INSERT INTO ops_notes VALUES (2)'")
     result = playbook("restore", restore_source="demo-db", restore_confirm="yes")
     assert result.returncode == 0, result.stdout[-3000:]
     assert checksums(host) == state["checksums"]
+    assert sh(host, COMPOSE + "exec -T db psql -X -A -t -U app -d postgres -c 'SELECT note FROM ops_notes'").split() == ["1"]
     # The runner itself this time (what the playbook runs), to keep the scenario short.
     sh(host, RUNNER + " restore demo-redis --snapshot latest")
     assert int(sh(host, REDIS + "DBSIZE")) == state["keys"]
@@ -183,10 +189,23 @@ def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
     assert snapshot_ids(host, "demo-db") == before
     assert metric(host, "composeops_backup_last_status", "demo-db") == 0
     assert metric(host, "composeops_backup_last_success_timestamp_seconds", "demo-db") > 0
-    # The repository is sound, and the next run succeeds again.
-    sh(host, "restic -r /var/backups/composeops/restic --password-file /var/lib/composeops/backup/restic-password check")
-    sh(host, RUNNER + " backup demo-db")
+    restic = "restic -r /var/backups/composeops/restic --password-file /var/lib/composeops/backup/restic-password "
+    # The repository is sound. A restic run killed while it held its lock (a crashed host) leaves
+    # a stale lock, which stands in the way of the next run's forget --prune until unlocked.
+    sh(host, restic + "check")
+    sh(host, "systemd-run --unit=stale-lock --collect /bin/sh -c 'sleep 60 | %s backup --stdin "
+             "--stdin-filename stale'" % restic)
+    deadline = time.time() + 20
+    while not sh(host, restic + "list locks --no-lock").strip():
+        assert time.time() < deadline, "the killed run never took its lock"
+        time.sleep(0.5)
+    sh(host, "systemctl kill --signal=KILL stale-lock.service")
+    # The next run succeeds again, and takes the stale lock away.
+    result = host.run(RUNNER + " backup demo-db")
+    assert result.rc == 0, result.stderr
+    assert "removing stale locks" in result.stderr
     assert metric(host, "composeops_backup_last_status", "demo-db") == 1
+    assert sh(host, restic + "list locks --no-lock").strip() == ""
 
 
 @pytest.mark.parametrize("source", ["demo-db", "demo-redis"])

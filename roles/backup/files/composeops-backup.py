@@ -17,6 +17,7 @@ textfile directory; a failed run exits non-zero and leaves earlier snapshots alo
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -39,6 +40,8 @@ HARMLESS_PSQL = re.compile(r'ERROR:\s+role "[^"]+" already exists')
 # databases writes the same before each pg_dump --create. Lines of COPY data are not comments.
 DATABASE_MARK = re.compile(rb'^-- Database "(.*)" dump\r?\n?$')
 COPY_START = re.compile(rb'^COPY .* FROM stdin;\r?\n?$')
+# What pg_dump writes in every database's section, creating nothing.
+PREAMBLE = re.compile(rb'^(--.*|SET .*|SELECT pg_catalog\.set_config\(.*|\\(connect|restrict|unrestrict) .*|\s*)$')
 # The databases a restore of one database refuses: psql replays the dump connected to postgres,
 # and template1 is every new database's template. Restore every database instead.
 NOT_ALONE = ("postgres", "template0", "template1")
@@ -46,6 +49,9 @@ NOT_ALONE = ("postgres", "template0", "template1")
 # restic's exclusive lock, and a backup of another source at that moment would fail). Seconds a
 # run waits for it.
 REPOSITORY_LOCK_WAIT = 4 * 3600
+# What restic says when a lock of the repository stands in its way (exit code 11 since 0.17, 1
+# before): a stale one, left by a run that was killed, goes with `restic unlock`.
+RESTIC_LOCKED = re.compile(r"repository is already locked")
 
 
 class Failure(Exception):
@@ -92,6 +98,11 @@ def parse_backup_summary(output):
     if summary is None or not summary.get("snapshot_id"):
         raise Failure("restic printed no snapshot summary")
     return summary
+
+
+def locked_out(failure):
+    """Whether a restic run failed on a lock of the repository (tests/unit/fixtures/backup/)."""
+    return bool(RESTIC_LOCKED.search(str(failure)))
 
 
 def latest_snapshot(snapshots):
@@ -145,6 +156,18 @@ def postgres_dump_script(databases):
     return ("set -e; pg_dumpall --globals-only %s; for db do "
             "printf '\\n--\\n-- Database \"%%s\" dump\\n--\\n\\n' \"$db\"; pg_dump --create %s \"$db\"; done"
             % (user, user))
+
+
+def sections_with_objects(lines):
+    """The databases of a pg_dumpall script (bytes lines) whose sections hold more than the
+    preamble pg_dump writes for every database (comments, SET, \\connect, \\restrict): those
+    create something when replayed. The sections of postgres and template1 hold just the preamble
+    unless someone put tables there."""
+    found = set()
+    for name, line in database_sections(lines):
+        if name is not None and name not in found and not PREAMBLE.match(line):
+            found.add(name)
+    return found
 
 
 def counts_of(counts, databases):
@@ -423,6 +446,9 @@ class Runner:
         env = self.redis_env(source) if source["type"] == "redis" else None
         code, dump_error, result = self.pipe(command, ["restic"] + self.restic_options(primary) + args + ["--stdin"],
                                              env, self.restic_env(primary), source["project_dir"])
+        if result.returncode != 0 and locked_out(result.stderr):
+            # restic stopped first and the dump broke on the closed pipe: the lock is the cause.
+            raise Failure("restic backup failed: " + result.stderr.strip()[-2000:])
         if code != 0:
             if result.returncode == 0:
                 snapshot = parse_backup_summary(result.stdout)["snapshot_id"]
@@ -453,26 +479,32 @@ class Runner:
                     # the first one must not stay paused).
                     self.commands(source, "pre_commands")
                     primary = self.repos[0]
-                    self.restic(primary, ["unlock"])
                     tags = ["--host", self.host, "--tag", "composeops", "--tag", "source=" + name]
                     facts = {"type": source["type"], "stack": source["stack"], "service": source["service"]}
-                    if source["type"] in DUMP_FILES:
-                        summary = self.backup_stdin(source, primary, self.dump_command(source, facts),
-                                                    DUMP_FILES[source["type"]], tags)
-                        if source["type"] == "postgres":
-                            # Right after the dump, for the test restores to compare with.
-                            facts["counts"] = self.postgres_counts(source, only=source.get("databases") or None)
+                    if source["type"] == "postgres":
+                        # The row counts the test restores compare with, taken while the dump
+                        # runs (its snapshot is taken when it starts): the run takes the longer
+                        # of the two, not their sum.
+                        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                            counts = pool.submit(self.postgres_counts, source, only=source.get("databases") or None)
+                            summary = self.unlocked(primary, lambda: self.backup_stdin(
+                                source, primary, self.dump_command(source, facts), DUMP_FILES["postgres"], tags))
+                            facts["counts"] = counts.result()
+                    elif source["type"] in DUMP_FILES:
+                        summary = self.unlocked(primary, lambda: self.backup_stdin(
+                            source, primary, self.dump_command(source, facts), DUMP_FILES[source["type"]], tags))
                     else:
                         paths = [self.volume_mountpoint(source)] if source["type"] == "volume" else source["paths"]
-                        summary = parse_backup_summary(self.restic(primary, ["backup", "--json"] + tags + paths).stdout)
+                        summary = parse_backup_summary(self.unlocked(primary, lambda: self.restic(
+                            primary, ["backup", "--json"] + tags + paths)).stdout)
                     snapshot = summary["snapshot_id"]
                     facts.update(snapshot=snapshot, time=started)
                     self.write_json(self.sidecar(source, snapshot[:8]), facts)
                     self.forget(primary, source)
                     results[primary["name"]] = summary
                     for repo in self.repos[1:]:
-                        self.restic(repo, ["unlock"])
-                        self.restic(repo, ["copy", snapshot], extra_env=self.copy_env("copy", repo))
+                        self.unlocked(repo, lambda repo=repo: self.restic(
+                            repo, ["copy", snapshot], extra_env=self.copy_env("copy", repo)))
                         self.forget(repo, source)
                         results[repo["name"]] = summary
                 finally:
@@ -487,12 +519,26 @@ class Runner:
                           "dump_seconds": round(summary.get("total_duration", 0), 3),
                           "seconds": round(time.time() - started, 3)}))
 
+    def unlocked(self, repo, action):
+        """action(), run once more after `restic unlock` if a lock stood in its way. Not up front:
+        every restic run opens the repository's key (scrypt, about half a second of CPU), and a
+        stale lock is rare (a killed run); unlock leaves the locks of live runs alone."""
+        try:
+            return action()
+        except Failure as failure:
+            if not locked_out(failure):
+                raise
+        print("a lock of repository %s stood in the way: removing stale locks, once more" % repo["name"],
+              file=sys.stderr)
+        self.restic(repo, ["unlock"])
+        return action()
+
     def forget(self, repo, source):
         keep = source["retention"]
-        self.restic(repo, ["forget", "--prune", "--host", self.host, "--tag", "source=" + source["name"],
-                           "--group-by", "host,tags",
-                           "--keep-daily", str(keep["keep_daily"]), "--keep-weekly", str(keep["keep_weekly"]),
-                           "--keep-monthly", str(keep["keep_monthly"])])
+        args = ["forget", "--prune", "--host", self.host, "--tag", "source=" + source["name"], "--group-by", "host,tags",
+                "--keep-daily", str(keep["keep_daily"]), "--keep-weekly", str(keep["keep_weekly"]),
+                "--keep-monthly", str(keep["keep_monthly"])]
+        self.unlocked(repo, lambda: self.restic(repo, args))
 
     def commands(self, source, key):
         for argv in source.get(key) or []:
@@ -722,6 +768,7 @@ class Runner:
     def restore_postgres(self, source, snapshot, recorded, database=None):
         """Every database of the dump (each dropped first; the globals replayed), or only database
         (dropped and created again from its section of the dump; the roles stay as they are)."""
+        renew_postgres = False
         with self.staged(snapshot, source) as dump:
             if database:
                 dump = self.one_database(dump, database)
@@ -730,7 +777,14 @@ class Runner:
                 # Only the databases the dump holds: a dump of a list of databases leaves the others.
                 with open(dump, "rb") as handle:
                     drop = sorted({name for name, _line in database_sections(handle)} - {None} - set(NOT_ALONE))
+                with open(dump, "rb") as handle:
+                    # The dump replays postgres' section into the existing database: with tables of
+                    # its own there, that would hit "already exists". It starts empty instead.
+                    renew_postgres = "postgres" in sections_with_objects(handle)
             try:
+                if renew_postgres:
+                    for sql in ("DROP DATABASE postgres WITH (FORCE)", "CREATE DATABASE postgres"):
+                        self.postgres_sql(source, "template1", sql)
                 for name in drop:
                     self.postgres_sql(source, "postgres",
                                       'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name.replace('"', '""'))
