@@ -54,10 +54,46 @@ def test_backup_without_summary_is_a_failure():
 
 def test_a_lock_in_the_way_from_a_recorded_run():
     # restic prune, exit 11, while a backup of the same repository ran (restic 0.18).
-    locked = runner.Failure("restic prune (local) failed: " + (FIXTURES / "restic_locked.txt").read_text())
-    assert runner.locked_out(locked)
-    assert not runner.locked_out(runner.Failure("restic backup (local) failed: Fatal: wrong password or no key found"))
-    assert not runner.locked_out(runner.Failure("the dump of demo-db failed, no snapshot recorded: pg_dumpall: error"))
+    locked = runner.restic_failure("restic prune (local) failed", (FIXTURES / "restic_locked.txt").read_text())
+    assert isinstance(locked, runner.Locked)
+    assert str(locked).startswith("restic prune (local) failed: unable to create lock in backend")
+    other = runner.restic_failure("restic backup (local) failed", "Fatal: wrong password or no key found\n")
+    assert isinstance(other, runner.Failure) and not isinstance(other, runner.Locked)
+    assert str(other) == "restic backup (local) failed: Fatal: wrong password or no key found"
+
+
+def test_a_run_stopped_by_a_lock_runs_once_more_after_unlock():
+    calls = []
+
+    def attempts(*outcomes):
+        pending = list(outcomes)
+
+        def action():
+            calls.append("run")
+            outcome = pending.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        return action
+
+    def unlock():
+        calls.append("unlock")
+
+    said = []
+    # Locked, then done: one unlock between the runs, and the reason said.
+    assert runner.after_unlock(attempts(runner.Locked("restic backup (local) failed: locked"), "ok"),
+                               unlock, said.append) == "ok"
+    assert calls == ["run", "unlock", "run"] and said == ["restic backup (local) failed: locked"]
+    # Any other failure: raised at once, nothing unlocked.
+    calls.clear()
+    with pytest.raises(runner.Failure, match="disk full"):
+        runner.after_unlock(attempts(runner.Failure("disk full")), unlock, said.append)
+    assert calls == ["run"]
+    # Locked twice (a live lock of another run): raised after one unlock.
+    calls.clear()
+    with pytest.raises(runner.Locked):
+        runner.after_unlock(attempts(runner.Locked("a"), runner.Locked("b")), unlock, said.append)
+    assert calls == ["run", "unlock", "run"]
 
 
 def test_latest_snapshot_from_a_recorded_list():

@@ -87,7 +87,7 @@ def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
     # A table in the postgres database itself (tools put theirs there): a full restore brings it
     # back too, instead of failing on "already exists".
     sh(host, COMPOSE + "exec -T db psql -X -q -U app -d postgres -c "
-             "'CREATE TABLE IF NOT EXISTS ops_notes (note text); INSERT INTO ops_notes VALUES (1)'")
+       "'CREATE TABLE IF NOT EXISTS ops_notes (note text); INSERT INTO ops_notes VALUES (1)'")
     state["checksums"] = checksums(host)
     state["keys"] = int(sh(host, REDIS + "DBSIZE"))
     assert state["keys"] >= 100
@@ -194,7 +194,7 @@ def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
     # a stale lock, which stands in the way of the next run's forget --prune until unlocked.
     sh(host, restic + "check")
     sh(host, "systemd-run --unit=stale-lock --collect /bin/sh -c 'sleep 60 | %s backup --stdin "
-             "--stdin-filename stale'" % restic)
+       "--stdin-filename stale'" % restic)
     deadline = time.time() + 20
     while not sh(host, restic + "list locks --no-lock").strip():
         assert time.time() < deadline, "the killed run never took its lock"

@@ -58,6 +58,10 @@ class Failure(Exception):
     """A run that must fail, with the reason for the log and the metric."""
 
 
+class Locked(Failure):
+    """A restic run of ours that a lock of the repository stopped before it changed anything."""
+
+
 # --- Pure helpers (tests/unit/test_backup_runner.py) --------------------------------------------
 
 def render_metrics(samples, helps):
@@ -100,9 +104,22 @@ def parse_backup_summary(output):
     return summary
 
 
-def locked_out(failure):
-    """Whether a restic run failed on a lock of the repository (tests/unit/fixtures/backup/)."""
-    return bool(RESTIC_LOCKED.search(str(failure)))
+def restic_failure(message, stderr):
+    """The exception of a failed restic run: Locked when a lock of the repository stopped it
+    (recorded message: tests/unit/fixtures/backup/restic_locked.txt), else Failure."""
+    stderr = (stderr or "").strip()
+    return (Locked if RESTIC_LOCKED.search(stderr) else Failure)("%s: %s" % (message, stderr[-2000:]))
+
+
+def after_unlock(action, unlock, say):
+    """action(), and once more after unlock() if a lock stopped it (Locked): a second Locked, or
+    any other failure, is raised."""
+    try:
+        return action()
+    except Locked as locked:
+        say(str(locked))
+    unlock()
+    return action()
 
 
 def latest_snapshot(snapshots):
@@ -250,7 +267,7 @@ class Runner:
         result = subprocess.run(["restic"] + self.restic_options(repo) + args, env=self.restic_env(repo, extra_env),
                                 text=True, check=False, **kwargs)
         if check and result.returncode != 0:
-            raise Failure("restic %s (%s) failed: %s" % (args[0], repo["name"], (result.stderr or "").strip()[-2000:]))
+            raise restic_failure("restic %s (%s) failed" % (args[0], repo["name"]), result.stderr)
         return result
 
     def pipe(self, producer, consumer, producer_env, consumer_env, cwd):
@@ -439,24 +456,29 @@ class Runner:
                                     cwd=source["project_dir"], text=True, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, check=False)
             if result.returncode != 0:
-                raise Failure("the dump of %s failed, no snapshot recorded: %s"
-                              % (source["name"], result.stderr.strip()[-2000:]))
+                raise restic_failure("the dump of %s failed, no snapshot recorded" % source["name"], result.stderr)
             return parse_backup_summary(result.stdout)
         # Older restic: a pipe. restic records whatever arrived; a failed dump forgets it again.
         env = self.redis_env(source) if source["type"] == "redis" else None
         code, dump_error, result = self.pipe(command, ["restic"] + self.restic_options(primary) + args + ["--stdin"],
                                              env, self.restic_env(primary), source["project_dir"])
-        if result.returncode != 0 and locked_out(result.stderr):
+        failure = restic_failure("restic backup (%s) failed" % primary["name"], result.stderr)
+        if result.returncode != 0 and isinstance(failure, Locked):
             # restic stopped first and the dump broke on the closed pipe: the lock is the cause.
-            raise Failure("restic backup failed: " + result.stderr.strip()[-2000:])
+            raise failure
         if code != 0:
             if result.returncode == 0:
                 snapshot = parse_backup_summary(result.stdout)["snapshot_id"]
-                self.restic(primary, ["forget", snapshot])
+                try:
+                    self.unlocked(primary, lambda: self.restic(primary, ["forget", snapshot]))
+                except Failure as exc:
+                    # Never Locked from here: the caller must not dump again over a partial snapshot.
+                    raise Failure("the dump of %s failed (exit %d) and its partial snapshot %s is still in "
+                                  "repository %s: %s" % (source["name"], code, snapshot[:8], primary["name"], exc))
             raise Failure("the dump of %s failed (exit %d), no snapshot kept: %s"
                           % (source["name"], code, dump_error.strip()[-2000:]))
         if result.returncode != 0:
-            raise Failure("restic backup failed: " + result.stderr.strip()[-2000:])
+            raise failure
         return parse_backup_summary(result.stdout)
 
     def volume_mountpoint(self, source):
@@ -482,17 +504,21 @@ class Runner:
                     tags = ["--host", self.host, "--tag", "composeops", "--tag", "source=" + name]
                     facts = {"type": source["type"], "stack": source["stack"], "service": source["service"]}
                     if source["type"] == "postgres":
-                        # The row counts the test restores compare with, taken while the dump
-                        # runs (its snapshot is taken when it starts): the run takes the longer
-                        # of the two, not their sum.
+                        # The row counts the test restores compare with, taken while the dump runs
+                        # (the run takes the longer of the two, not their sum). Writes between the
+                        # counts and each database's dump snapshot make them differ, as they would
+                        # after the dump: pause the writers with pre_commands for exact counts.
+                        command = self.dump_command(source, facts)
                         with concurrent.futures.ThreadPoolExecutor(1) as pool:
                             counts = pool.submit(self.postgres_counts, source, only=source.get("databases") or None)
                             summary = self.unlocked(primary, lambda: self.backup_stdin(
-                                source, primary, self.dump_command(source, facts), DUMP_FILES["postgres"], tags))
+                                source, primary, command, DUMP_FILES["postgres"], tags))
                             facts["counts"] = counts.result()
                     elif source["type"] in DUMP_FILES:
+                        # Built once: for Redis it runs BGSAVE, which a retry after unlock must not repeat.
+                        command = self.dump_command(source, facts)
                         summary = self.unlocked(primary, lambda: self.backup_stdin(
-                            source, primary, self.dump_command(source, facts), DUMP_FILES[source["type"]], tags))
+                            source, primary, command, DUMP_FILES[source["type"]], tags))
                     else:
                         paths = [self.volume_mountpoint(source)] if source["type"] == "volume" else source["paths"]
                         summary = parse_backup_summary(self.unlocked(primary, lambda: self.restic(
@@ -520,18 +546,13 @@ class Runner:
                           "seconds": round(time.time() - started, 3)}))
 
     def unlocked(self, repo, action):
-        """action(), run once more after `restic unlock` if a lock stood in its way. Not up front:
-        every restic run opens the repository's key (scrypt, about half a second of CPU), and a
-        stale lock is rare (a killed run); unlock leaves the locks of live runs alone."""
-        try:
-            return action()
-        except Failure as failure:
-            if not locked_out(failure):
-                raise
-        print("a lock of repository %s stood in the way: removing stale locks, once more" % repo["name"],
-              file=sys.stderr)
-        self.restic(repo, ["unlock"])
-        return action()
+        """action(), run once more after `restic unlock` if a lock stopped it. Not up front: every
+        restic run opens the repository's key (scrypt, about half a second of CPU), and a stale lock
+        is rare (a killed run); unlock leaves the locks of live runs alone."""
+        def say(why):
+            print("a lock of repository %s stood in the way (%s): removing stale locks, once more"
+                  % (repo["name"], why.splitlines()[0]), file=sys.stderr)
+        return after_unlock(action, lambda: self.restic(repo, ["unlock"]), say)
 
     def forget(self, repo, source):
         keep = source["retention"]
@@ -778,13 +799,21 @@ class Runner:
                 with open(dump, "rb") as handle:
                     drop = sorted({name for name, _line in database_sections(handle)} - {None} - set(NOT_ALONE))
                 with open(dump, "rb") as handle:
-                    # The dump replays postgres' section into the existing database: with tables of
-                    # its own there, that would hit "already exists". It starts empty instead.
-                    renew_postgres = "postgres" in sections_with_objects(handle)
+                    # pg_dumpall replays postgres' section into the existing database: with tables
+                    # there (in the dump or live), that hits "already exists" or leaves tables the
+                    # snapshot lacks. It starts empty instead (from template0, with its owner; its
+                    # grants and settings, which pg_dumpall does not dump either, are not kept).
+                    # (A dump of a list of databases naming postgres creates it: not handled here.)
+                    renew_postgres = "postgres" not in (source.get("databases") or []) and (
+                        "postgres" in sections_with_objects(handle)
+                        or bool(self.postgres_sql(source, "postgres", COUNT_TABLES_SQL).strip()))
             try:
                 if renew_postgres:
-                    for sql in ("DROP DATABASE postgres WITH (FORCE)", "CREATE DATABASE postgres"):
-                        self.postgres_sql(source, "template1", sql)
+                    owner = self.postgres_sql(source, "template1", "SELECT pg_get_userbyid(datdba) FROM pg_database "
+                                                                   "WHERE datname = 'postgres'").strip()
+                    self.postgres_sql(source, "template1", "DROP DATABASE postgres WITH (FORCE)")
+                    self.postgres_sql(source, "template1", 'CREATE DATABASE postgres TEMPLATE template0 OWNER "%s"'
+                                      % owner.replace('"', '""'))
                 for name in drop:
                     self.postgres_sql(source, "postgres",
                                       'DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name.replace('"', '""'))
