@@ -2,20 +2,28 @@
 # Benchmark of a whole-host converge (playbooks/site.yml) over real SSH, with the inventory of
 # `make local` (inventories/local: hardening, Docker, the demo stack) on Debian 13 test hosts:
 #
-#   fresh_s            first converge of a fresh host (as root, who then loses SSH login)
-#   rerun_shipped_s    a no-change re-run as the admin, with the SSH settings a user gets
-#                      (pipelining on, Ansible's default ControlPersist multiplexing)
-#   rerun_plain_ssh_s  the same re-run without pipelining and without ControlPersist
-#   hosts5_rerun_s     a no-change re-run of 5 converged hosts at once (forks 5)
+#   fresh_s            first converge of a fresh host (as root, who then loses SSH login), with
+#                      the shipped ansible.cfg
+#   rerun_shipped_s    a no-change re-run as the admin with the shipped ansible.cfg (pipelining,
+#                      ControlPersist, fact cache), as a user running from a checkout gets it
+#   rerun_plain_ssh_s  the same re-run with Ansible's defaults and plain SSH: no ansible.cfg, no
+#                      pipelining (also not the inventory's ansible_pipelining), no ControlPersist
+#   rerun_mitogen_s    the shipped re-run under Mitogen (strategy mitogen_linear), when it is
+#                      installed in build/mitogen (`pip install --target build/mitogen
+#                      mitogen==0.3.54`); null without it
+#   hosts5_rerun_s     a no-change re-run of 5 converged hosts at once (shipped, forks 5); the
+#                      other 4 hosts are converged before it at once (fresh4_s, untimed budget)
 #   tasks              tasks of the re-run on one host (ok + skipped + failed of its recap)
 #   tasks_by_role      the same re-run's task headers by role (includes of no role: "-")
 #
 #   benchmarks/converge.sh [REPO]   REPO: the checkout whose site.yml runs (default: this one;
 #                                   another one, e.g. a `git worktree` of an older commit, gives
 #                                   before/after figures from the same harness)
+#   BENCH_HOSTS5=0                  skip the 5-host part (4 fresh converges and the re-run)
 #
-# Prints the figures and writes benchmarks/results/converge.json; asserts nothing. Needs the test
-# host image and the fixture registry (`make test` or `make local` builds them). Takes ~20 min.
+# Prints the figures next to those of the last committed run (benchmarks/results/converge.json at
+# HEAD: "before") and writes benchmarks/results/converge.json; asserts nothing. Needs the test host
+# image and the fixture registry (`make test` or `make local` builds them). ~15 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$(pwd)
@@ -35,8 +43,10 @@ export ANSIBLE_COLLECTIONS_PATH=$work/collections ANSIBLE_HOST_KEY_CHECKING=Fals
 # hosts of this benchmark come from build/bench-converge/hosts.yml, so that is this checkout's key.
 key=$here/.cache/local/id_ed25519
 [ -f "$key" ] || { mkdir -p "$(dirname "$key")" && ssh-keygen -q -t ed25519 -N '' -C composeops-bench -f "$key"; }
-hosts=(bench-converge-1 bench-converge-2 bench-converge-3 bench-converge-4 bench-converge-5)
-cleanup() { docker rm -f -v "${hosts[@]}" >/dev/null 2>&1 || true; }
+all_hosts=(bench-converge-1 bench-converge-2 bench-converge-3 bench-converge-4 bench-converge-5)
+hosts=("${all_hosts[@]}")
+[ "${BENCH_HOSTS5:-1}" != 0 ] || hosts=(bench-converge-1)
+cleanup() { docker rm -f -v "${all_hosts[@]}" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 cleanup
 
@@ -64,15 +74,17 @@ ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
 ansible-playbook -i "$work/hosts.yml" -e ansible_connection=community.docker.docker -e 'ansible_docker_host={{ inventory_hostname }}' \
   tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml >"$work/prepare.log"
 
-# run NAME LIMIT USER [ENV…]: time one site.yml run, remember its seconds and the task count of
-# the first host of LIMIT.
+# run NAME LIMIT USER [ENV=VALUE…] [-- ARG…]: time one site.yml run with ENV and ansible-playbook
+# ARGs, remember its seconds and the task count of the first host of LIMIT.
 declare -A secs tasks
 run() {
-  local name=$1 limit=$2 user=$3 start rc=0
+  local name=$1 limit=$2 user=$3 start rc=0 envs=() args=()
   shift 3
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+  [ $# = 0 ] || { shift; args=("$@"); }
   start=$(date +%s.%N)
-  env COMPOSEOPS_BENCH_USER="$user" "$@" ansible-playbook -i "$repo/inventories/local" -i "$work/hosts.yml" \
-    --limit "$limit" -f 5 "$repo/playbooks/site.yml" >"$work/$name.log" 2>&1 || rc=$?
+  env COMPOSEOPS_BENCH_USER="$user" "${envs[@]}" ansible-playbook -i "$repo/inventories/local" -i "$work/hosts.yml" \
+    --limit "$limit" -f 5 "${args[@]}" "$repo/playbooks/site.yml" >"$work/$name.log" 2>&1 || rc=$?
   secs[$name]=$(echo "$(date +%s.%N) - $start" | bc | xargs printf '%.1f')
   # The host's recap line: "ok=N changed=N unreachable=N failed=N skipped=N ...".
   local recap changed
@@ -84,15 +96,37 @@ run() {
     "$([ $rc = 0 ] || echo "  FAILED (rc $rc, see $work/$name.log)")"
   return $rc
 }
-shipped=(ANSIBLE_PIPELINING=True)
-plain=(ANSIBLE_PIPELINING=False "ANSIBLE_SSH_ARGS=-o ControlMaster=no -o ControlPath=none")
+# shipped: the checkout's ansible.cfg (without one, an older REPO: Ansible's defaults with
+# pipelining, as before the file existed), its fact cache in a directory of this run (the hosts are
+# new ones under the names of the last run's). plain: no configuration file, no pipelining (the
+# inventory's ansible_pipelining beats the environment: an extra var beats both), one SSH
+# connection per task.
+: >"$work/empty.cfg"
+shipped_cfg=$repo/ansible.cfg
+[ -f "$shipped_cfg" ] || { shipped_cfg=$work/empty.cfg; echo "(no ansible.cfg in $repo: Ansible's defaults, pipelining on)"; }
+shipped=("ANSIBLE_CONFIG=$shipped_cfg" ANSIBLE_CACHE_PLUGIN_CONNECTION="$work/facts" ANSIBLE_PIPELINING=True)
+# tests/lib.sh turns the fact cache off for the harness; the shipped runs use the file's setting.
+unset ANSIBLE_CACHE_PLUGIN
+plain=("ANSIBLE_CONFIG=$work/empty.cfg" ANSIBLE_PIPELINING=False "ANSIBLE_SSH_ARGS=-o ControlMaster=no -o ControlPath=none"
+  -- -e ansible_pipelining=false)
+mitogen=$here/build/mitogen/ansible_mitogen/plugins/strategy
 
 echo "converge benchmark of $(git -C "$repo" describe --always --dirty) on $(nproc) cores"
 run fresh bench-converge-1 root "${shipped[@]}"
 run rerun_shipped bench-converge-1 admin "${shipped[@]}"
 run rerun_plain_ssh bench-converge-1 admin "${plain[@]}"
-run fresh4 'bench-converge-2,bench-converge-3,bench-converge-4,bench-converge-5' root "${shipped[@]}"
-run hosts5_rerun 'bench-converge-1,bench-converge-2,bench-converge-3,bench-converge-4,bench-converge-5' admin "${shipped[@]}"
+secs[rerun_mitogen]=null
+if [ -d "$mitogen" ]; then
+  run rerun_mitogen bench-converge-1 admin "${shipped[@]}" ANSIBLE_STRATEGY_PLUGINS="$mitogen" ANSIBLE_STRATEGY=mitogen_linear ||
+    secs[rerun_mitogen]=null
+else
+  echo "  rerun_mitogen      skipped (no Mitogen in build/mitogen)"
+fi
+secs[hosts5_rerun]=null secs[fresh4]=null
+if [ "${BENCH_HOSTS5:-1}" != 0 ]; then
+  run fresh4 "$(IFS=,; echo "${hosts[*]:1}")" root "${shipped[@]}"
+  run hosts5_rerun "$(IFS=,; echo "${hosts[*]}")" admin "${shipped[@]}"
+fi
 
 # Task headers of the one-host re-run by role ("TASK [composeops.platform.docker : ...]"; an
 # include written in the playbook has no role): {"common": N, ...}.
@@ -100,6 +134,8 @@ by_role=$(sed -n 's/^TASK \[\(composeops\.platform\.\([a-z_]*\) : \)\{0,1\}.*/\2
   sed 's/^$/-/' | sort | uniq -c | jq -Rn '[inputs | capture("^ *(?<n>[0-9]+) (?<role>.+)$")] | map({(.role): (.n | tonumber)}) | add')
 echo "  tasks by role (rerun_shipped): $(jq -c . <<<"$by_role")"
 
+# The figures of the last committed run next to these.
+before=$(git -C "$here" show HEAD:benchmarks/results/converge.json 2>/dev/null || echo '{}')
 mkdir -p benchmarks/results
 cat >benchmarks/results/converge.json <<JSON
 {
@@ -109,9 +145,16 @@ cat >benchmarks/results/converge.json <<JSON
   "fresh_s": ${secs[fresh]},
   "rerun_shipped_s": ${secs[rerun_shipped]},
   "rerun_plain_ssh_s": ${secs[rerun_plain_ssh]},
+  "rerun_mitogen_s": ${secs[rerun_mitogen]},
   "hosts5_rerun_s": ${secs[hosts5_rerun]},
+  "fresh4_s": ${secs[fresh4]},
   "fresh_tasks": ${tasks[fresh]},
   "tasks_by_role": $by_role
 }
 JSON
+echo "before (benchmarks/results/converge.json of $(jq -r '.commit // "-"' <<<"$before")) and now:"
+printf '  %-18s %8s  %8s\n' figure before now
+jq -rn --argjson b "$before" --slurpfile a benchmarks/results/converge.json '
+  ["tasks", "fresh_tasks", "fresh_s", "rerun_shipped_s", "rerun_plain_ssh_s", "rerun_mitogen_s", "hosts5_rerun_s"][] as $k
+  | "  \($k | . + " " * (18 - length)) \($b[$k] // "-" | tostring | " " * (8 - length) + .)  \($a[0][$k] // "-" | tostring | " " * (8 - length) + .)"'
 echo "wrote benchmarks/results/converge.json"

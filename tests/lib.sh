@@ -8,6 +8,10 @@ VENV=${COMPOSEOPS_VENV:-$PWD/.venv}
 export COMPOSEOPS_COLLECTIONS_PATH=$PWD/build/collections
 export ANSIBLE_COLLECTIONS_PATH=$COMPOSEOPS_COLLECTIONS_PATH
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+# The shipped ansible.cfg caches facts in .cache/facts by host name; test hosts are re-created
+# under the same names, so tests, harness and `make local` keep facts in memory only (molecule
+# writes its own ansible.cfg and never reads the shipped one). The environment beats the file.
+export ANSIBLE_CACHE_PLUGIN=memory
 TIMINGS=()
 
 # ensure_venv DIR LOG PIP_ARGS…: create DIR as a virtual environment holding PIP_ARGS, or refresh
