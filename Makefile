@@ -14,10 +14,10 @@ local-down:  ## remove the local test host
 local-clean:  ## remove the local test host, the fixture registry, its volume and all test images
 	@tests/harness/local.sh clean
 
-test:  ## all test tiers: lint, unit, sanity, package, molecule
+test:  ## all test tiers: lint, unit, sanity, package, inventories, molecule
 	@tests/run all
 
-test-fast:  ## the tiers that need no Docker: lint, unit, sanity, package
-	@tests/run lint unit sanity package
+test-fast:  ## the tiers that need no Docker: lint, unit, sanity, package, inventories
+	@tests/run lint unit sanity package inventories
 
 .PHONY: help local local-down local-clean test test-fast

@@ -87,24 +87,24 @@ if [ $# = 0 ]; then
   quiet backup env COMPOSEOPS_LOCAL_USER=admin ansible-playbook -i inventories/local playbooks/backup.yml -e backup_stack=demo
   docker exec "$host" systemctl start composeops-backup-verify-demo-db composeops-backup-verify-demo-redis
   docker exec "$host" sh -c 'grep -h "^composeops_backup_verify_last_status" /var/lib/prometheus/node-exporter/composeops_backup_verify_*.prom'
+  # Every service's state and health, every site's URL and health answer, the monitoring UIs.
+  quiet status env COMPOSEOPS_LOCAL_USER=admin ansible-playbook -i inventories/local playbooks/status.yml
+  sed -n '/"msg": \[/,/\]/p' build/local-status.log
 fi
 app_v2=$(sed -n 's/^ *app_v2: *//p' "${COMPOSEOPS_FIXTURES_STATE:-$HOME/.cache/composeops/fixtures}/fixtures.yml")
+run="ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local"
 cat <<MSG
 [local] done in $(($(date +%s) - started)) s. Try:
   ssh -o UserKnownHostsFile=$cache/known_hosts -i $cache/id_ed25519 admin@$address
   docker exec $host curl -sk https://demo.localhost/health   # through nginx (reverse_proxy)
-  # monitoring (roles/monitoring): Prometheus' targets and firing alerts, on the host's loopback
-  docker exec $host curl -s 'http://127.0.0.1:9090/api/v1/query?query=up'
+  # the UIs above are on the host's loopback: ssh -L 9090:127.0.0.1:9090 … admin@$address
   docker exec $host curl -s http://127.0.0.1:9090/api/v1/alerts
-  # a zero-downtime rollout of app 2.0, then back to the previous release (health-gated both),
-  # with this checkout's Ansible and collection:
-  ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \
-    playbooks/rollout.yml -e rollout_stack=demo -e '{"rollout_images": {"app": "${app_v2}"}}'
-  ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \
-    playbooks/rollback.yml -e rollback_stack=demo
+  # roll out app 2.0 without downtime (health-gated), then back to the previous release:
+  $run playbooks/rollout.yml -e rollout_stack=demo -e '{"rollout_images": {"app": "${app_v2}"}}'
+  $run playbooks/rollback.yml -e rollback_stack=demo
   # the backups (roles/backup): list the database's snapshots, then restore the latest one
-  ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \
-    playbooks/restore.yml -e restore_source=demo-db -e restore_list=true
-  ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local \
-    playbooks/restore.yml -e restore_source=demo-db -e restore_confirm=yes
+  $run playbooks/restore.yml -e restore_source=demo-db -e restore_list=true
+  $run playbooks/restore.yml -e restore_source=demo-db -e restore_confirm=yes
+  # what runs and whether it is healthy, again
+  $run playbooks/status.yml
 MSG
