@@ -175,16 +175,16 @@ def postgres_dump_script(databases):
             % (user, user))
 
 
-def sections_with_objects(lines):
-    """The databases of a pg_dumpall script (bytes lines) whose sections hold more than the
-    preamble pg_dump writes for every database (comments, SET, \\connect, \\restrict): those
-    create something when replayed. The sections of postgres and template1 hold just the preamble
-    unless someone put tables there."""
-    found = set()
+def dump_sections(lines):
+    """{database: whether its section creates something} of a pg_dumpall script (bytes lines), in
+    one pass: a section that holds more than the preamble pg_dump writes for every database
+    (comments, SET, \\connect, \\restrict) creates something when replayed. The sections of
+    postgres and template1 hold just the preamble unless someone put tables there."""
+    sections = {}
     for name, line in database_sections(lines):
-        if name is not None and name not in found and not PREAMBLE.match(line):
-            found.add(name)
-    return found
+        if name is not None:
+            sections[name] = sections.get(name, False) or not PREAMBLE.match(line)
+    return sections
 
 
 def counts_of(counts, databases):
@@ -503,22 +503,20 @@ class Runner:
                     primary = self.repos[0]
                     tags = ["--host", self.host, "--tag", "composeops", "--tag", "source=" + name]
                     facts = {"type": source["type"], "stack": source["stack"], "service": source["service"]}
-                    if source["type"] == "postgres":
-                        # The row counts the test restores compare with, taken while the dump runs
-                        # (the run takes the longer of the two, not their sum). Writes between the
-                        # counts and each database's dump snapshot make them differ, as they would
-                        # after the dump: pause the writers with pre_commands for exact counts.
-                        command = self.dump_command(source, facts)
-                        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                            counts = pool.submit(self.postgres_counts, source, only=source.get("databases") or None)
-                            summary = self.unlocked(primary, lambda: self.backup_stdin(
-                                source, primary, command, DUMP_FILES["postgres"], tags))
-                            facts["counts"] = counts.result()
-                    elif source["type"] in DUMP_FILES:
+                    if source["type"] in DUMP_FILES:
                         # Built once: for Redis it runs BGSAVE, which a retry after unlock must not repeat.
                         command = self.dump_command(source, facts)
-                        summary = self.unlocked(primary, lambda: self.backup_stdin(
-                            source, primary, command, DUMP_FILES[source["type"]], tags))
+                        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                            # Postgres: the row counts the test restores compare with, taken while
+                            # the dump runs (the run takes the longer of the two, not their sum).
+                            # Writes between the counts and each database's dump snapshot make them
+                            # differ: pause the writers with pre_commands for exact counts.
+                            counts = (pool.submit(self.postgres_counts, source, only=source.get("databases") or None)
+                                      if source["type"] == "postgres" else None)
+                            summary = self.unlocked(primary, lambda: self.backup_stdin(
+                                source, primary, command, DUMP_FILES[source["type"]], tags))
+                            if counts:
+                                facts["counts"] = counts.result()
                     else:
                         paths = [self.volume_mountpoint(source)] if source["type"] == "volume" else source["paths"]
                         summary = parse_backup_summary(self.unlocked(primary, lambda: self.restic(
@@ -795,18 +793,18 @@ class Runner:
                 dump = self.one_database(dump, database)
                 drop = [database]
             else:
+                with open(dump, "rb") as handle:
+                    sections = dump_sections(handle)
                 # Only the databases the dump holds: a dump of a list of databases leaves the others.
-                with open(dump, "rb") as handle:
-                    drop = sorted({name for name, _line in database_sections(handle)} - {None} - set(NOT_ALONE))
-                with open(dump, "rb") as handle:
-                    # pg_dumpall replays postgres' section into the existing database: with tables
-                    # there (in the dump or live), that hits "already exists" or leaves tables the
-                    # snapshot lacks. It starts empty instead (from template0, with its owner; its
-                    # grants and settings, which pg_dumpall does not dump either, are not kept).
-                    # (A dump of a list of databases naming postgres creates it: not handled here.)
-                    renew_postgres = "postgres" not in (source.get("databases") or []) and (
-                        "postgres" in sections_with_objects(handle)
-                        or bool(self.postgres_sql(source, "postgres", COUNT_TABLES_SQL).strip()))
+                drop = sorted(set(sections) - set(NOT_ALONE))
+                # pg_dumpall replays postgres' section into the existing database: with tables
+                # there (in the dump or live), that hits "already exists" or leaves tables the
+                # snapshot lacks. It starts empty instead (from template0, with its owner; its
+                # grants and settings, which pg_dumpall does not dump either, are not kept).
+                # (A dump of a list of databases naming postgres creates it: not handled here.)
+                renew_postgres = "postgres" not in (source.get("databases") or []) and (
+                    sections.get("postgres", False)
+                    or bool(self.postgres_sql(source, "postgres", COUNT_TABLES_SQL).strip()))
             try:
                 if renew_postgres:
                     owner = self.postgres_sql(source, "template1", "SELECT pg_get_userbyid(datdba) FROM pg_database "
