@@ -2,6 +2,7 @@
 Prometheus text format, restic's JSON output (recorded from real runs, tests/unit/fixtures/backup/),
 row counts and their comparison, Redis INFO, the sftp command."""
 
+import datetime
 import importlib.util
 import json
 from pathlib import Path
@@ -101,6 +102,30 @@ def test_latest_snapshot_from_a_recorded_list():
     latest = runner.latest_snapshot(snapshots)
     assert latest["time"] == max(s["time"] for s in snapshots)
     assert runner.latest_snapshot([]) is None
+
+
+def test_snapshot_time_in_seconds_from_a_recorded_list():
+    snapshots = json.loads((FIXTURES / "snapshots.json").read_text())
+    first = datetime.datetime(2026, 12, 6, 14, 11, 17, tzinfo=datetime.timezone.utc).timestamp()
+    assert [runner.snapshot_epoch(s["time"]) for s in snapshots] == [first, first + 1]
+    # restic prints the local offset where the host's zone is not UTC.
+    assert runner.snapshot_epoch("2026-12-06T15:11:17.31+01:00") == first
+    assert runner.snapshot_epoch("2026-12-06T14:11:17Z") == first
+    with pytest.raises(runner.Failure, match="unexpected snapshot time"):
+        runner.snapshot_epoch("yesterday")
+
+
+def test_facts_of_a_copied_snapshot_are_found_by_its_first_id():
+    # restic snapshots --json of the off-site repository: a dump's snapshot and the snapshot of its
+    # facts, both copied from the first repository (new ids; `original` is the first one's).
+    data, facts = json.loads((FIXTURES / "snapshots_offsite.json").read_text())
+    assert "facts=demo-db" in facts["tags"] and "source=demo-db" in data["tags"]
+    assert runner.recorded_id(data) == data["original"] != data["id"]
+    assert runner.facts_path(facts, runner.recorded_id(data)) == (
+        "/var/lib/composeops/backup/snapshots/demo-db/%s.json" % data["original"][:8])
+    # A snapshot of the first repository is its own original.
+    first = json.loads((FIXTURES / "snapshots.json").read_text())[0]
+    assert runner.recorded_id(first) == first["id"]
 
 
 def test_counts_parse_and_compare():

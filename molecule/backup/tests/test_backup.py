@@ -1,10 +1,12 @@
 """Backups of the demo stack on its test host, in the order they run: back up (playbooks/backup.yml),
 change the data, restore (playbooks/restore.yml) and prove every table equal; the off-site copy on
 the second test host; a database killed in the middle of a dump; the test restores started from
-their systemd units. prepare seeded Postgres (orders, events) and Redis (100 keys)."""
+their systemd units; last, the DR drill rebuilds the stack on a third, bare host from the off-site
+repository alone. prepare seeded Postgres (orders, events) and Redis (100 keys)."""
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -115,7 +117,8 @@ def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
 def test_offsite_copy_on_the_second_host(host):
     target = testinfra.get_host("ansible://backup-target", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     snapshots = target.run("ls /srv/restic/backup-debian13/snapshots | wc -l")
-    assert snapshots.rc == 0 and int(snapshots.stdout) == 4
+    # Each source's snapshot and the snapshot of its facts (counts, secrets) beside it.
+    assert snapshots.rc == 0 and int(snapshots.stdout) == 2 * 4
     # Encrypted: no table name or Redis key in clear text there.
     assert target.run("grep -rqs customer /srv/restic/backup-debian13/data").rc == 1
 
@@ -221,3 +224,65 @@ def test_check_runs_from_its_unit(host):
     assert result.rc == 0, host.run("journalctl -u composeops-backup-check --no-pager -n 30").stdout
     text = host.file(METRICS + "/composeops_backup_check.prom").content_string
     assert 'composeops_backup_check_last_status{repository="offsite"} 1' in text
+
+
+def test_dr_drill_rebuilds_the_stack_on_a_bare_host_from_the_offsite_copy(host, state, tmp_path_factory):
+    dr = testinfra.get_host("ansible://backup-dr", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    assert dr.run("command -v docker").rc != 0, "the drill host is not bare"
+    wait_healthy(host, "db")
+    # Snapshots of the data as it is now, and the password escrowed on the controller.
+    sh(host, PSQL + "-c \"INSERT INTO orders (customer, total) VALUES ('after the restores', 1)\"")
+    escrow = tmp_path_factory.mktemp("dr") / "escrow"
+    state["password_file"] = str(escrow / "backup-debian13-restic-password")
+    result = playbook("backup", backup_escrow_dir=str(escrow))
+    assert result.returncode == 0, result.stdout[-3000:]
+    expected, keys = checksums(host), int(sh(host, REDIS + "DBSIZE"))
+    state["checksums"], state["keys"] = expected, keys
+    # Without the escrowed password: refused before anything changes.
+    refused = playbook("dr_drill", dr_drill_from="backup-debian13")
+    assert refused.returncode != 0 and "escrowed password" in refused.stdout, refused.stdout[-2000:]
+    assert dr.run("command -v docker").rc != 0
+    started = time.time()
+    result = playbook("dr_drill", dr_drill_from="backup-debian13", dr_drill_password_file=state["password_file"])
+    took = time.time() - started
+    assert result.returncode == 0, result.stdout[-5000:]
+    figures = re.search(r"RTO (\d+) s .*RPO (\d+) s", result.stdout)
+    assert figures, result.stdout[-2000:]
+    rto, rpo = int(figures.group(1)), int(figures.group(2))
+    print("DR drill: RTO %d s, RPO %d s, playbook %.0f s" % (rto, rpo, took))
+    assert 0 < rto <= took and 0 <= rpo <= time.time() - started + 600
+    # The data of the lost host, every table and key; its passwords came back with it: the app,
+    # which logs in to both, is healthy.
+    assert checksums(dr) == expected
+    assert int(sh(dr, REDIS + "DBSIZE")) == keys
+    wait_healthy(dr, "app")
+    for secret in ["db_password", "redis_password"]:
+        path = "/var/lib/composeops/secrets/demo/" + secret
+        assert dr.file(path).content_string == host.file(path).content_string, secret
+    # No timer writes into the lost host's repository from the drill host.
+    assert "composeops-backup" not in sh(dr, "systemctl list-timers --all --no-pager")
+    # A second drill onto the same host would restore over its stack: refused.
+    again = playbook("dr_drill", dr_drill_from="backup-debian13", dr_drill_password_file=state["password_file"])
+    assert again.returncode != 0 and "already runs stacks" in again.stdout, again.stdout[-2000:]
+
+
+def test_recovery_of_the_lost_host_itself_from_the_offsite_copy(host, state):
+    # The server loses everything of the stack and of its backups but Docker and the sftp key (the
+    # key a new server would have authorised): its data, the generated secrets, the password, the
+    # local repository and the facts of its snapshots.
+    sh(host, COMPOSE + "down --volumes --timeout 5")
+    sh(host, "rm -rf %s /var/lib/composeops/secrets/demo /var/lib/composeops/backup/snapshots "
+             "/var/lib/composeops/backup/status /var/lib/composeops/backup/restic-password "
+             "/var/backups/composeops/restic" % STACK)
+    result = playbook("dr_drill", dr_drill_hosts="backup-debian13", dr_drill_from="backup-debian13",
+                      dr_drill_recover="yes", dr_drill_password_file=state["password_file"])
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert re.search(r"RTO \d+ s .*RPO \d+ s", result.stdout)
+    assert checksums(host) == state["checksums"]
+    assert int(sh(host, REDIS + "DBSIZE")) == state["keys"]
+    wait_healthy(host, "app")
+    # Its own timers again, and the next backup goes into a new local repository and off-site.
+    assert "composeops-backup-demo-db.timer" in sh(host, "systemctl list-timers --all --no-pager")
+    sh(host, RUNNER + " backup demo-db")
+    assert len(snapshot_ids(host, "demo-db")) == 1
+    assert metric(host, "composeops_backup_last_status", "demo-db", "offsite") == 1

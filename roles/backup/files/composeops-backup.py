@@ -8,7 +8,9 @@
                                                 restore into the live stack (stops its writers); a
                                                 postgres source: every database, or the one named
     composeops-backup snapshots SOURCE          the source's snapshots in the first repository, as JSON
+    composeops-backup secrets SOURCE            restore its stack's secrets as its newest backup found them
     ... [--host NAME]                           the snapshots another host made (a rebuilt server)
+    ... [--repository NAME]                     read that repository instead of the first one
 
 The settings come from /etc/composeops/backup/config.json (written by the role). Secrets never
 appear in a process's arguments: restic reads RESTIC_PASSWORD_FILE, redis-cli REDISCLI_AUTH,
@@ -19,6 +21,7 @@ textfile directory; a failed run exits non-zero and leaves earlier snapshots alo
 import argparse
 import concurrent.futures
 import contextlib
+import datetime
 import fcntl
 import json
 import os
@@ -34,6 +37,11 @@ import traceback
 CONFIG = "/etc/composeops/backup/config.json"
 # restic tags every snapshot of a source with source=<name>; stdin snapshots hold one file.
 DUMP_FILES = {"postgres": "pg_dumpall.sql", "redis": "dump.rdb"}
+# The facts of a backup (row counts, key count, the RDB's path), kept beside its snapshot in the
+# state directory, also go into the repository, with the stack's generated secrets, as a snapshot of
+# both directories tagged facts=<name>: a host rebuilt from the off-site repository alone gets the
+# secrets its restored data was made with (database role passwords) and checks its restores.
+FACTS_TAG = "facts="
 # psql errors a plain pg_dumpall replays harmlessly into an existing cluster.
 HARMLESS_PSQL = re.compile(r'ERROR:\s+role "[^"]+" already exists')
 # pg_dumpall starts each database with this comment (the name unquoted); a dump of a list of
@@ -125,6 +133,28 @@ def after_unlock(action, unlock, say):
 def latest_snapshot(snapshots):
     """The newest of `restic snapshots --json`, or None."""
     return max(snapshots, key=lambda s: s["time"], default=None)
+
+
+def snapshot_epoch(text):
+    """Seconds since the epoch of a restic snapshot's time (RFC 3339 with up to nanoseconds and an
+    offset or Z), to the second."""
+    match = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if not match:
+        raise Failure("unexpected snapshot time %r" % text)
+    offset = "+00:00" if match.group(2) == "Z" else match.group(2)
+    return int(datetime.datetime.fromisoformat(match.group(1) + offset).timestamp())
+
+
+def recorded_id(snapshot):
+    """The id a backup run recorded for snapshot, its sidecar's name: the id in the first repository.
+    restic copy gives a copied snapshot a new id and keeps the first one as `original`."""
+    return snapshot.get("original") or snapshot["id"]
+
+
+def facts_path(facts_snapshot, snapshot_id):
+    """Where the facts of the stdin snapshot snapshot_id are in a facts snapshot (a snapshot of a
+    source's directory of sidecars, FACTS_TAG): the sidecar <first 8 of the id>.json in its path."""
+    return facts_snapshot["paths"][0].rstrip("/") + "/" + snapshot_id[:8] + ".json"
 
 
 def compare_counts(recorded, restored):
@@ -240,6 +270,9 @@ class Runner:
         self.config = config
         self.state = config["state_dir"]
         self.repos = config["repositories"]
+        # Where snapshots are read from (restore, snapshots, secrets, the test restores): the first
+        # repository unless --repository names another (a rebuilt host whose local one is empty).
+        self.source_repo = self.repos[0]
         self.sources = {s["name"]: s for s in config["sources"]}
         # Every snapshot is recorded under the inventory's name of the host, not the container's or
         # machine's hostname: a rebuilt server (another hostname) finds its snapshots, and hosts that
@@ -382,8 +415,13 @@ class Runner:
     def init(self):
         created = []
         for index, repo in enumerate(self.repos):
-            if self.restic(repo, ["cat", "config"], check=False).returncode == 0:
+            found = self.restic(repo, ["cat", "config"], check=False)
+            if found.returncode == 0:
                 continue
+            if "wrong password" in found.stderr:
+                raise Failure("the password of %s (%s) does not open repository %s: give the one it was made "
+                              "with (backup_password, from escrow)" % (self.host, self.config["password_file"],
+                                                                       repo["name"]))
             # The off-site ones share the chunker of the first, so that copies deduplicate.
             extra = self.copy_env("init", repo) if index > 0 else None
             self.restic(repo, ["init"] + (["--copy-chunker-params"] if index > 0 else []), extra_env=extra)
@@ -524,11 +562,12 @@ class Runner:
                     snapshot = summary["snapshot_id"]
                     facts.update(snapshot=snapshot, time=started)
                     self.write_json(self.sidecar(source, snapshot[:8]), facts)
+                    copied = [snapshot, self.store_facts(primary, source)]
                     self.forget(primary, source)
                     results[primary["name"]] = summary
                     for repo in self.repos[1:]:
                         self.unlocked(repo, lambda repo=repo: self.restic(
-                            repo, ["copy", snapshot], extra_env=self.copy_env("copy", repo)))
+                            repo, ["copy"] + copied, extra_env=self.copy_env("copy", repo)))
                         self.forget(repo, source)
                         results[repo["name"]] = summary
                 finally:
@@ -543,6 +582,50 @@ class Runner:
                           "dump_seconds": round(summary.get("total_duration", 0), 3),
                           "seconds": round(time.time() - started, 3)}))
 
+    def store_facts(self, repo, source):
+        """The source's directory of sidecars and its stack's secrets as a snapshot tagged
+        facts=<name>; its id."""
+        paths = [os.path.dirname(self.sidecar(source, "-"))]
+        if os.path.isdir(source["secrets_dir"]):
+            paths.append(source["secrets_dir"])
+        result = self.unlocked(repo, lambda: self.restic(repo, [
+            "backup", "--json", "--host", self.host, "--tag", "composeops", "--tag", FACTS_TAG + source["name"]]
+            + paths))
+        return parse_backup_summary(result.stdout)["snapshot_id"]
+
+    def facts_snapshot(self, source, host=None):
+        found = json.loads(self.restic(self.source_repo, ["snapshots", "--json", "--host", host or self.host,
+                                                          "--tag", FACTS_TAG + source["name"]]).stdout or "[]")
+        return latest_snapshot(found)
+
+    def secrets(self, name, host=None):
+        """The stack's secrets as the newest backup of the source found them (a host rebuilt from
+        the repository: before its stack is deployed, so that the restored data and the services
+        share their passwords); files that the snapshot lacks are left alone."""
+        source = self.source(name)
+        facts = self.facts_snapshot(source, host)
+        if facts is None or source["secrets_dir"] not in facts["paths"]:
+            raise Failure("no secrets of stack %s in the snapshots of %s from host %s"
+                          % (source["stack"], name, host or self.host))
+        self.restic(self.source_repo, ["restore", facts["id"], "--target", "/", "--include", source["secrets_dir"]])
+        print(json.dumps({"source": name, "snapshot": facts["id"][:8], "secrets_dir": source["secrets_dir"]}))
+
+    def recorded(self, source, snapshot, host=None):
+        """What the backup run recorded of snapshot: its sidecar on this host or, on a host rebuilt
+        from the repository, the one in the newest facts snapshot; {} when neither has it."""
+        local = self.read_json(self.sidecar(source, recorded_id(snapshot)[:8]))
+        if local is not None:
+            return local
+        newest = self.facts_snapshot(source, host)
+        if newest is None:
+            return {}
+        result = self.restic(self.source_repo, ["dump", newest["id"], facts_path(newest, recorded_id(snapshot))],
+                             check=False)
+        try:
+            return json.loads(result.stdout) if result.returncode == 0 else {}
+        except ValueError:
+            return {}
+
     def unlocked(self, repo, action):
         """action(), run once more after `restic unlock` if a lock stopped it. Not up front: every
         restic run opens the repository's key (scrypt, about half a second of CPU), and a stale lock
@@ -554,7 +637,9 @@ class Runner:
 
     def forget(self, repo, source):
         keep = source["retention"]
-        args = ["forget", "--prune", "--host", self.host, "--tag", "source=" + source["name"], "--group-by", "host,tags",
+        # Two --tag: either (the source's snapshots and its facts snapshots, each their own group).
+        args = ["forget", "--prune", "--host", self.host, "--tag", "source=" + source["name"],
+                "--tag", FACTS_TAG + source["name"], "--group-by", "host,tags",
                 "--keep-daily", str(keep["keep_daily"]), "--keep-weekly", str(keep["keep_weekly"]),
                 "--keep-monthly", str(keep["keep_monthly"])]
         self.unlocked(repo, lambda: self.restic(repo, args))
@@ -591,8 +676,8 @@ class Runner:
         return self.sources[name]
 
     def list_snapshots(self, source, host=None):
-        return json.loads(self.restic(self.repos[0], ["snapshots", "--json", "--host", host or self.host,
-                                                      "--tag", "source=" + source["name"]]).stdout or "[]")
+        return json.loads(self.restic(self.source_repo, ["snapshots", "--json", "--host", host or self.host,
+                                                         "--tag", "source=" + source["name"]]).stdout or "[]")
 
     def snapshot_of(self, source, snapshot="latest", host=None):
         found = self.list_snapshots(source, host)
@@ -609,13 +694,13 @@ class Runner:
                           for s in found]))
 
     def dump_argv(self, snapshot, source):
-        """restic dump of a stdin snapshot's file (from the first repository) to stdout."""
-        return (["restic"] + self.restic_options(self.repos[0])
+        """restic dump of a stdin snapshot's file (from the repository read) to stdout."""
+        return (["restic"] + self.restic_options(self.source_repo)
                 + ["dump", snapshot["id"], "/" + DUMP_FILES[source["type"]]])
 
     def dump_to(self, snapshot, source, argv, env=None):
         """restic dump of a stdin snapshot's file into argv's stdin; argv's output."""
-        code, error, result = self.pipe(self.dump_argv(snapshot, source), argv, self.restic_env(self.repos[0]),
+        code, error, result = self.pipe(self.dump_argv(snapshot, source), argv, self.restic_env(self.source_repo),
                                         env, source["project_dir"])
         if code != 0:
             raise Failure("restic dump failed: " + error.strip()[-2000:])
@@ -631,7 +716,7 @@ class Runner:
         try:
             with os.fdopen(fd, "wb") as handle:
                 result = subprocess.run(self.dump_argv(snapshot, source), stdout=handle, stderr=subprocess.PIPE,
-                                        env=self.restic_env(self.repos[0]), check=False)
+                                        env=self.restic_env(self.source_repo), check=False)
             if result.returncode != 0:
                 raise Failure("restic dump of snapshot %s failed, the live data was not touched: %s"
                               % (snapshot["id"][:8], result.stderr.decode(errors="replace").strip()[-2000:]))
@@ -644,12 +729,12 @@ class Runner:
     def verify(self, name):
         source = self.source(name)
         started = time.time()
-        labels = {"source": name, "repository": self.repos[0]["name"]}
+        labels = {"source": name, "repository": self.source_repo["name"]}
         ok, detail = False, ""
         try:
             with self.lock("verify-" + name), self.repositories_lock():
                 snapshot = self.snapshot_of(source)
-                recorded = self.read_json(self.sidecar(source, snapshot["id"][:8]), {})
+                recorded = self.recorded(source, snapshot)
                 image = self.run(["docker", "inspect", "--format", "{{.Image}}", self.container(source)]).stdout.strip()
                 if source["type"] == "postgres":
                     detail = self.verify_postgres(source, snapshot, image, recorded)
@@ -768,7 +853,7 @@ class Runner:
                           "template1 is the template of new databases): restore every database instead" % database)
         with self.lock("source-" + name), self.repositories_lock():
             snapshot = self.snapshot_of(source, snapshot_id, host)
-            recorded = self.read_json(self.sidecar(source, snapshot["id"][:8]), {})
+            recorded = self.recorded(source, snapshot, host)
             running = self.run(self.compose(source, ["ps", "--services", "--status", "running"]),
                                cwd=source["project_dir"]).stdout.split()
             writers = [s for s in running if s != source["service"]]
@@ -782,7 +867,8 @@ class Runner:
             finally:
                 if writers:
                     self.run(self.compose(source, ["start"] + writers), cwd=source["project_dir"])
-        print(json.dumps({"source": name, "snapshot": snapshot["id"][:8], "writers": writers, "detail": detail}))
+        print(json.dumps({"source": name, "snapshot": snapshot["id"][:8], "time": snapshot_epoch(snapshot["time"]),
+                          "writers": writers, "checked": bool({"counts", "keys"} & set(recorded)), "detail": detail}))
 
     def restore_postgres(self, source, snapshot, recorded, database=None):
         """Every database of the dump (each dropped first; the globals replayed), or only database
@@ -823,7 +909,9 @@ class Runner:
                 if database:
                     os.unlink(dump)
         self.check_psql(result)
-        only = [database] if database else None
+        # What the counts were taken of: the database restored alone, or the source's list of
+        # databases (the others, which the dump does not hold, are not compared).
+        only = [database] if database else (source.get("databases") or None)
         restored = self.postgres_counts(source, only=only)
         problems = (compare_counts(counts_of(recorded["counts"], only), restored) if "counts" in recorded else [])
         if problems:
@@ -882,7 +970,7 @@ class Runner:
         try:
             # In place; files that the snapshot does not have are kept (restic's --delete would
             # compare with the whole target, /).
-            self.restic(self.repos[0], ["restore", snapshot["id"], "--target", "/"])
+            self.restic(self.source_repo, ["restore", snapshot["id"], "--target", "/"])
         finally:
             self.run(self.compose(source, ["start", source["service"]]), cwd=source["project_dir"])
         return "restored %s" % ", ".join(snapshot["paths"])
@@ -921,14 +1009,23 @@ HELPS = {
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="composeops-backup", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--config", default=CONFIG)
-    parser.add_argument("command", choices=["init", "backup", "verify", "check", "restore", "snapshots"])
+    parser.add_argument("command", choices=["init", "backup", "verify", "check", "restore", "snapshots", "secrets"])
     parser.add_argument("source", nargs="?")
     parser.add_argument("--snapshot", default="latest")
     parser.add_argument("--database", help="restore: this database of a postgres source only")
-    parser.add_argument("--host", help="restore, snapshots: the snapshots recorded by this host (default: this one)")
+    parser.add_argument("--repository", help="restore, snapshots, secrets, verify: read this repository "
+                                             "(default: the first)")
+    parser.add_argument("--host", help="restore, snapshots, secrets: the snapshots recorded by this host "
+                                       "(default: this one)")
     args = parser.parse_args(argv)
     with open(args.config, encoding="utf-8") as handle:
         runner = Runner(json.load(handle))
+    if args.repository:
+        named = [r for r in runner.repos if r["name"] == args.repository]
+        if not named:
+            names = ", ".join(r["name"] for r in runner.repos)
+            parser.error("no repository %s (repositories: %s)" % (args.repository, names))
+        runner.source_repo = named[0]
     os.umask(0o077)
     try:
         if args.command in ("init", "check"):
@@ -937,8 +1034,8 @@ def main(argv=None):
             parser.error("%s needs a source" % args.command)
         elif args.command == "restore":
             runner.restore(args.source, args.snapshot, args.database, args.host)
-        elif args.command == "snapshots":
-            runner.snapshots(args.source, args.host)
+        elif args.command in ("snapshots", "secrets"):
+            getattr(runner, args.command)(args.source, args.host)
         else:
             getattr(runner, args.command)(args.source)
     except Failure as exc:
