@@ -123,6 +123,10 @@ def test_facts_of_a_copied_snapshot_are_found_by_its_first_id():
     assert runner.recorded_id(data) == data["original"] != data["id"]
     assert runner.facts_path(facts, runner.recorded_id(data)) == (
         "/var/lib/composeops/backup/snapshots/demo-db/%s.json" % data["original"][:8])
+    # The facts of a run are the first facts snapshot at or after its dump; none before it.
+    assert runner.facts_for([facts], data) is facts
+    assert runner.facts_for([facts], dict(data, time="2026-12-08T00:00:00Z")) is None
+    assert runner.facts_for([], data) is None
     # A snapshot of the first repository is its own original.
     first = json.loads((FIXTURES / "snapshots.json").read_text())[0]
     assert runner.recorded_id(first) == first["id"]

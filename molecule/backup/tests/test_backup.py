@@ -281,8 +281,15 @@ def test_recovery_of_the_lost_host_itself_from_the_offsite_copy(host, state):
     assert checksums(host) == state["checksums"]
     assert int(sh(host, REDIS + "DBSIZE")) == state["keys"]
     wait_healthy(host, "app")
-    # Its own timers again, and the next backup goes into a new local repository and off-site.
+    # Its own timers again, and the next backup goes into a new local repository, made with the
+    # off-site one's chunker so that copies between them deduplicate, and off-site.
     assert "composeops-backup-demo-db.timer" in sh(host, "systemctl list-timers --all --no-pager")
+    restic = "restic --password-file /var/lib/composeops/backup/restic-password "
+    sftp = ("-o sftp.command='ssh -i /var/lib/composeops/backup/id_ed25519 -o BatchMode=yes "
+            "-o UserKnownHostsFile=/var/lib/composeops/backup/known_hosts root@backup-target -s sftp' ")
+    local = json.loads(sh(host, restic + "-r /var/backups/composeops/restic cat config"))
+    offsite = json.loads(sh(host, restic + sftp + "-r sftp:root@backup-target:/srv/restic/backup-debian13 cat config"))
+    assert local["chunker_polynomial"] == offsite["chunker_polynomial"] and local["id"] != offsite["id"]
     sh(host, RUNNER + " backup demo-db")
     assert len(snapshot_ids(host, "demo-db")) == 1
     assert metric(host, "composeops_backup_last_status", "demo-db", "offsite") == 1

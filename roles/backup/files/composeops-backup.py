@@ -151,6 +151,15 @@ def recorded_id(snapshot):
     return snapshot.get("original") or snapshot["id"]
 
 
+def facts_for(facts_snapshots, snapshot):
+    """The facts snapshot of the run that made snapshot: the first taken at or after it (a run stores
+    its facts right after its dump; a later one may lack the sidecar, e.g. on a recovered host), or
+    None."""
+    made = snapshot_epoch(snapshot["time"])
+    after = [f for f in facts_snapshots if snapshot_epoch(f["time"]) >= made]
+    return min(after, key=lambda f: snapshot_epoch(f["time"])) if after else None
+
+
 def facts_path(facts_snapshot, snapshot_id):
     """Where the facts of the stdin snapshot snapshot_id are in a facts snapshot (a snapshot of a
     source's directory of sidecars, FACTS_TAG): the sidecar <first 8 of the id>.json in its path."""
@@ -294,10 +303,13 @@ class Runner:
         known_hosts = os.path.join(self.state, "known_hosts")
         return ["-o", "sftp.command=" + sftp_command(repo["url"], self.config["ssh_key"], known_hosts)]
 
-    def restic(self, repo, args, check=True, extra_env=None, **kwargs):
+    def restic(self, repo, args, check=True, extra_env=None, source=None, **kwargs):
+        """restic args on repo; source: the other repository of a copy or an init from another one
+        (restic takes one sftp.command: that of whichever of the two is sftp)."""
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
-        result = subprocess.run(["restic"] + self.restic_options(repo) + args, env=self.restic_env(repo, extra_env),
+        options = self.restic_options(repo) or (self.restic_options(source) if source else [])
+        result = subprocess.run(["restic"] + options + args, env=self.restic_env(repo, extra_env),
                                 text=True, check=False, **kwargs)
         if check and result.returncode != 0:
             raise restic_failure("restic %s (%s) failed" % (args[0], repo["name"]), result.stderr)
@@ -402,31 +414,38 @@ class Runner:
         # Source names match [a-z0-9][a-z0-9_-]*: "_" keeps this lock apart from theirs.
         return self.lock("_repositories", wait=REPOSITORY_LOCK_WAIT)
 
-    def copy_env(self, command, repo):
-        primary = self.repos[0]
-        env = read_env_file(primary.get("env_file"))
+    def copy_env(self, command, repo, source=None):
+        """The environment of a copy or init --copy-chunker-params from source (the first
+        repository unless given) into repo."""
+        source = source or self.repos[0]
+        env = read_env_file(source.get("env_file"))
         env.update(read_env_file(repo.get("env_file")))
-        env.update(copy_env(command, self.config.get("restic_copy_legacy", False), primary["url"], repo["url"],
+        env.update(copy_env(command, self.config.get("restic_copy_legacy", False), source["url"], repo["url"],
                             self.config["password_file"]))
         return env
 
     # commands
 
     def init(self):
-        created = []
-        for index, repo in enumerate(self.repos):
+        ready, missing = [], []
+        for repo in self.repos:
             found = self.restic(repo, ["cat", "config"], check=False)
             if found.returncode == 0:
+                ready.append(repo)
                 continue
             if "wrong password" in found.stderr:
                 raise Failure("the password of %s (%s) does not open repository %s: give the one it was made "
                               "with (backup_password, from escrow)" % (self.host, self.config["password_file"],
                                                                        repo["name"]))
-            # The off-site ones share the chunker of the first, so that copies deduplicate.
-            extra = self.copy_env("init", repo) if index > 0 else None
-            self.restic(repo, ["init"] + (["--copy-chunker-params"] if index > 0 else []), extra_env=extra)
-            created.append(repo["name"])
-        print(json.dumps({"created": created}))
+            missing.append(repo)
+        for repo in missing:
+            # A new repository shares the chunker of one that exists (the first; on a recovered
+            # host, the off-site one), so that copies between them deduplicate.
+            base = ready[0] if ready else None
+            self.restic(repo, ["init"] + (["--copy-chunker-params"] if base else []),
+                        extra_env=self.copy_env("init", repo, base) if base else None, source=base)
+            ready.append(repo)
+        print(json.dumps({"created": [r["name"] for r in missing]}))
 
     def dump_command(self, source, facts):
         if source["type"] == "postgres":
@@ -567,7 +586,7 @@ class Runner:
                     results[primary["name"]] = summary
                     for repo in self.repos[1:]:
                         self.unlocked(repo, lambda repo=repo: self.restic(
-                            repo, ["copy"] + copied, extra_env=self.copy_env("copy", repo)))
+                            repo, ["copy"] + copied, extra_env=self.copy_env("copy", repo), source=primary))
                         self.forget(repo, source)
                         results[repo["name"]] = summary
                 finally:
@@ -593,36 +612,43 @@ class Runner:
             + paths))
         return parse_backup_summary(result.stdout)["snapshot_id"]
 
-    def facts_snapshot(self, source, host=None):
-        found = json.loads(self.restic(self.source_repo, ["snapshots", "--json", "--host", host or self.host,
-                                                          "--tag", FACTS_TAG + source["name"]]).stdout or "[]")
-        return latest_snapshot(found)
+    def facts_snapshots(self, source, host=None):
+        return json.loads(self.restic(self.source_repo, ["snapshots", "--json", "--host", host or self.host,
+                                                         "--tag", FACTS_TAG + source["name"]]).stdout or "[]")
 
     def secrets(self, name, host=None):
         """The stack's secrets as the newest backup of the source found them (a host rebuilt from
         the repository: before its stack is deployed, so that the restored data and the services
         share their passwords); files that the snapshot lacks are left alone."""
         source = self.source(name)
-        facts = self.facts_snapshot(source, host)
-        if facts is None or source["secrets_dir"] not in facts["paths"]:
-            raise Failure("no secrets of stack %s in the snapshots of %s from host %s"
-                          % (source["stack"], name, host or self.host))
+        facts = latest_snapshot(self.facts_snapshots(source, host))
+        if facts is None:
+            raise Failure("no facts snapshot of %s from host %s (backups made before the runner stored them?)"
+                          % (name, host or self.host))
+        if source["secrets_dir"] not in facts["paths"]:
+            # A stack without secrets (compose_stack makes no directory for it).
+            print(json.dumps({"source": name, "snapshot": facts["id"][:8], "secrets_dir": None}))
+            return
         self.restic(self.source_repo, ["restore", facts["id"], "--target", "/", "--include", source["secrets_dir"]])
         print(json.dumps({"source": name, "snapshot": facts["id"][:8], "secrets_dir": source["secrets_dir"]}))
 
     def recorded(self, source, snapshot, host=None):
         """What the backup run recorded of snapshot: its sidecar on this host or, on a host rebuilt
-        from the repository, the one in the newest facts snapshot; {} when neither has it."""
+        from the repository, the one in the facts snapshot of its run; {} when neither has it."""
         local = self.read_json(self.sidecar(source, recorded_id(snapshot)[:8]))
         if local is not None:
             return local
-        newest = self.facts_snapshot(source, host)
-        if newest is None:
+        facts = facts_for(self.facts_snapshots(source, host), snapshot)
+        if facts is None:
             return {}
-        result = self.restic(self.source_repo, ["dump", newest["id"], facts_path(newest, recorded_id(snapshot))],
+        result = self.restic(self.source_repo, ["dump", facts["id"], facts_path(facts, recorded_id(snapshot))],
                              check=False)
+        if result.returncode != 0:
+            if "not found" in result.stderr:
+                return {}
+            raise restic_failure("restic dump of the facts of snapshot %s failed" % snapshot["id"][:8], result.stderr)
         try:
-            return json.loads(result.stdout) if result.returncode == 0 else {}
+            return json.loads(result.stdout)
         except ValueError:
             return {}
 
