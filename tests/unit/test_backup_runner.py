@@ -262,3 +262,18 @@ def test_copy_env_keeps_urls_out_of_argv_for_new_and_old_restic():
         "RESTIC_REPOSITORY": "/var/backups/r", "RESTIC_REPOSITORY2": "sftp:b@h:/r", "RESTIC_PASSWORD_FILE2": "/pw"}
     assert runner.copy_env("init", True, "/var/backups/r", "sftp:b@h:/r", "/pw") == {
         "RESTIC_REPOSITORY": "sftp:b@h:/r", "RESTIC_REPOSITORY2": "/var/backups/r", "RESTIC_PASSWORD_FILE2": "/pw"}
+
+
+def test_aof_layout_from_a_recorded_redis_8():
+    server = runner.redis_info((FIXTURES / "redis_info_server.txt").read_text())
+    config = runner.redis_config_pairs((FIXTURES / "redis_config_append.txt").read_text())
+    assert config["appendonly"] == "yes" and config["appenddirname"] == "appendonlydir"
+    layout = runner.aof_layout(server, config)
+    assert layout == {"dir": "appendonlydir", "file": "appendonly.aof.1.base.rdb",
+                      "manifest": "appendonly.aof.manifest",
+                      "manifest_text": "file appendonly.aof.1.base.rdb seq 1 type b\n"}
+    # appendonly off: the RDB alone is what Redis loads.
+    assert runner.aof_layout(server, dict(config, appendonly="no")) is None
+    # Before 7.0, one file that starts with the RDB (the preamble), named by appendfilename.
+    old = runner.aof_layout({"redis_version": "6.2.14"}, dict(config, appendfilename="data.aof"))
+    assert old["dir"] == "" and old["file"] == "data.aof"

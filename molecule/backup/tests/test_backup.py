@@ -4,6 +4,7 @@ the second test host; a database killed in the middle of a dump; the test restor
 their systemd units; last, the DR drill rebuilds the stack on a third, bare host from the off-site
 repository alone. prepare seeded Postgres (orders, events) and Redis (100 keys)."""
 
+import datetime
 import json
 import os
 import re
@@ -59,6 +60,11 @@ def snapshot_ids(host, source):
     return [s["id"] for s in json.loads(sh(host, "%s snapshots %s" % (RUNNER, source)))]
 
 
+def uploads(host):
+    """md5 of every file of the demo-uploads source."""
+    return sh(host, "cd /srv/demo-uploads && find . -type f -print0 | sort -z | xargs -0 md5sum")
+
+
 def wait_healthy(host, service, seconds=90):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -79,6 +85,7 @@ def test_role_files_and_timers(host):
     config = host.file("/etc/composeops/backup/config.json").content_string
     assert password.content_string.strip() not in config
     for unit in ["composeops-backup-demo-db", "composeops-backup-demo-redis", "composeops-backup-demo-redis-volume",
+                 "composeops-backup-demo-uploads",
                  "composeops-backup-verify-demo-db", "composeops-backup-verify-demo-redis", "composeops-backup-check"]:
         assert host.service(unit + ".timer").is_enabled, unit
     timer = host.file("/etc/systemd/system/composeops-backup-demo-redis.timer").content_string
@@ -93,6 +100,8 @@ def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
     state["checksums"] = checksums(host)
     state["keys"] = int(sh(host, REDIS + "DBSIZE"))
     assert state["keys"] >= 100
+    state["uploads"] = uploads(host)
+    since = int(sh(host, "date +%s"))
     escrow = tmp_path / "escrow"
     result = playbook("backup", backup_stack="demo", backup_escrow_dir=str(escrow))
     assert result.returncode == 0, result.stdout[-3000:]
@@ -102,7 +111,7 @@ def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
     assert copy.read_text() == password and len(password.strip()) == 48
     assert copy.stat().st_mode & 0o777 == 0o600 and escrow.stat().st_mode & 0o777 == 0o700
     assert password.strip() not in result.stdout
-    for source in ["demo-db", "demo-redis", "demo-redis-volume", "demo-db-app"]:
+    for source in ["demo-db", "demo-redis", "demo-redis-volume", "demo-uploads", "demo-db-app"]:
         assert len(snapshot_ids(host, source)) == 1, source
         for repository in ["local", "offsite"]:
             assert metric(host, "composeops_backup_last_status", source, repository) == 1
@@ -112,13 +121,24 @@ def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
     sidecar = json.loads(sh(host, "cat /var/lib/composeops/backup/snapshots/demo-db/%s.json"
                             % snapshot_ids(host, "demo-db")[0]))
     assert sidecar["counts"]["app.public.orders"] == 1000 and sidecar["counts"]["app.public.events"] == 20000
+    # The uploads were read with their writer paused: pre_commands paused both app replicas before
+    # the snapshot began, post_commands resumed them after.
+    events = sh(host, "docker events --since %d --until %d --filter label=com.docker.compose.service=app "
+                      "--filter event=pause --filter event=unpause --format '{{.Action}} {{.TimeNano}}'"
+                % (since, int(sh(host, "date +%s")) + 1)).split("\n")
+    events = [(action, int(nanos) / 1e9) for action, nanos in (line.split() for line in events if line)]
+    assert [event[0] for event in events] == ["pause", "pause", "unpause", "unpause"], events
+    taken = json.loads(sh(host, "%s snapshots demo-uploads" % RUNNER))[0]["time"]
+    seconds, zone = re.match(r"^(.{19})(?:\.\d+)?(.*)$", taken).groups()
+    taken = datetime.datetime.fromisoformat(seconds + (zone or "+00:00")).timestamp()
+    assert events[1][1] - 1 <= taken <= events[2][1], (events, taken)
 
 
 def test_offsite_copy_on_the_second_host(host):
     target = testinfra.get_host("ansible://backup-target", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     snapshots = target.run("ls /srv/restic/backup-debian13/snapshots | wc -l")
     # Each source's snapshot and the snapshot of its facts (counts, secrets) beside it.
-    assert snapshots.rc == 0 and int(snapshots.stdout) == 2 * 4
+    assert snapshots.rc == 0 and int(snapshots.stdout) == 2 * 5
     # Encrypted: no table name or Redis key in clear text there.
     assert target.run("grep -rqs customer /srv/restic/backup-debian13/data").rc == 1
 
@@ -145,6 +165,25 @@ def test_restore_brings_back_every_table_and_key(host, state):
     assert int(sh(host, REDIS + "DBSIZE")) == state["keys"]
     assert sh(host, REDIS + "GET key:1").strip() == "value-1"
     assert sh(host, REDIS + "EXISTS key:new").strip() == "0"
+    # AOF is on: the restored RDB became the base of a new append-only file (the old one is kept
+    # aside), so the keys outlive a restart, which reads the AOF alone.
+    assert sh(host, REDIS + "CONFIG GET appendonly").split() == ["appendonly", "yes"]
+    assert sh(host, COMPOSE + "exec -T redis sh -c 'ls -d /data/appendonlydir.before-restore-*'").strip()
+    sh(host, COMPOSE + "restart redis")
+    wait_healthy(host, "redis")
+    assert int(sh(host, REDIS + "DBSIZE")) == state["keys"]
+    # The volume of Redis, restored in place.
+    sh(host, REDIS + "FLUSHALL")
+    sh(host, RUNNER + " restore demo-redis-volume --snapshot latest")
+    wait_healthy(host, "redis")
+    assert int(sh(host, REDIS + "DBSIZE")) == state["keys"]
+    # Files: one removed, one changed, one added; the restore brings back the first two and keeps
+    # the third (a files restore overwrites, it does not delete).
+    sh(host, "rm /srv/demo-uploads/2026/upload-3.bin && echo 'terms v2' > /srv/demo-uploads/terms.txt "
+             "&& echo new > /srv/demo-uploads/2026/after-backup.txt")
+    sh(host, RUNNER + " restore demo-uploads --snapshot latest")
+    sh(host, "rm /srv/demo-uploads/2026/after-backup.txt")
+    assert uploads(host) == state["uploads"]
     # The writers run again, and the app reaches both.
     wait_healthy(host, "app")
 
@@ -211,6 +250,45 @@ def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
     assert sh(host, restic + "list locks --no-lock").strip() == ""
 
 
+def test_pipe_path_and_a_full_disk(host):
+    # A second configuration of the runner: the path of restic before 0.17 (Debian 12, Ubuntu),
+    # the dump piped into `backup --stdin`, into a repository on a 4 MiB tmpfs of its own (the
+    # state and metrics beside it), so that its disk can fill up.
+    small = "/var/tmp/small"
+    alt = "%s --config %s/config.json " % (RUNNER, small)
+    sh(host, "mkdir -p %s/repo && mount -t tmpfs -o size=4m,mode=0700 small %s/repo" % (small, small))
+    try:
+        sh(host, "python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); "
+                 "c.update(state_dir=sys.argv[2] + \"/state\", textfile_dir=sys.argv[2] + \"/metrics\", "
+                 "stdin_from_command=False, repositories=[dict(c[\"repositories\"][0], name=\"small\", "
+                 "url=sys.argv[2] + \"/repo/restic\")]); json.dump(c, open(sys.argv[2] + \"/config.json\", \"w\"))' "
+                 "/etc/composeops/backup/config.json " + small)
+        sh(host, alt + "init")
+        sh(host, alt + "backup demo-redis")
+        redis = [s["id"] for s in json.loads(sh(host, alt + "snapshots demo-redis"))]
+        assert len(redis) == 1
+        # The disk fills up while the Postgres dump streams in: a failed run, recorded as such,
+        # no snapshot of it, the earlier snapshot intact.
+        free = int(sh(host, "df --output=avail -B1 %s/repo | tail -1" % small))
+        sh(host, "fallocate -l %d %s/repo/filler" % (max(free - 32 * 1024, 0), small))
+        full = host.run(alt + "backup demo-db")
+        assert full.rc != 0, full.stdout
+        assert "no space left on device" in full.stderr.lower(), full.stderr[-2000:]
+        text = host.file(small + "/metrics/composeops_backup_demo-db.prom").content_string
+        assert 'composeops_backup_last_status{repository="small",source="demo-db"} 0' in text
+        assert json.loads(sh(host, alt + "snapshots demo-db")) == []
+        assert [s["id"] for s in json.loads(sh(host, alt + "snapshots demo-redis"))] == redis
+        # Room again: the next run succeeds through the pipe, and its dump passes the test restore.
+        sh(host, "rm %s/repo/filler" % small)
+        sh(host, alt + "backup demo-db")
+        text = host.file(small + "/metrics/composeops_backup_demo-db.prom").content_string
+        assert 'composeops_backup_last_status{repository="small",source="demo-db"} 1' in text
+        sh(host, alt + "verify demo-db")
+        sh(host, alt + "check")
+    finally:
+        host.run("umount %s/repo; rm -rf %s" % (small, small))
+
+
 @pytest.mark.parametrize("source", ["demo-db", "demo-redis"])
 def test_verification_runs_from_its_unit(host, source):
     result = host.run("systemctl start composeops-backup-verify-%s.service" % source)
@@ -255,6 +333,7 @@ def test_dr_drill_rebuilds_the_stack_on_a_bare_host_from_the_offsite_copy(host, 
     # which logs in to both, is healthy.
     assert checksums(dr) == expected
     assert int(sh(dr, REDIS + "DBSIZE")) == keys
+    assert uploads(dr) == state["uploads"]
     wait_healthy(dr, "app")
     for secret in ["db_password", "redis_password"]:
         path = "/var/lib/composeops/secrets/demo/" + secret
@@ -273,13 +352,14 @@ def test_recovery_of_the_lost_host_itself_from_the_offsite_copy(host, state):
     sh(host, COMPOSE + "down --volumes --timeout 5")
     sh(host, "rm -rf %s /var/lib/composeops/secrets/demo /var/lib/composeops/backup/snapshots "
              "/var/lib/composeops/backup/status /var/lib/composeops/backup/restic-password "
-             "/var/backups/composeops/restic" % STACK)
+             "/var/backups/composeops/restic /srv/demo-uploads" % STACK)
     result = playbook("dr_drill", dr_drill_hosts="backup-debian13", dr_drill_from="backup-debian13",
                       dr_drill_recover="yes", dr_drill_password_file=state["password_file"])
     assert result.returncode == 0, result.stdout[-5000:]
     assert re.search(r"RTO \d+ s .*RPO \d+ s", result.stdout)
     assert checksums(host) == state["checksums"]
     assert int(sh(host, REDIS + "DBSIZE")) == state["keys"]
+    assert uploads(host) == state["uploads"]
     wait_healthy(host, "app")
     # Its own timers again, and the next backup goes into a new local repository, made with the
     # off-site one's chunker so that copies between them deduplicate, and off-site.

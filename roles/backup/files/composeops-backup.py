@@ -247,8 +247,31 @@ def copy_env(command, legacy, primary_url, target_url, password_file):
 
 
 def redis_info(text):
-    """`INFO persistence` into a dict."""
+    """`INFO persistence` (or `INFO server`) into a dict."""
     return dict(line.split(":", 1) for line in text.replace("\r", "").splitlines() if ":" in line)
+
+
+def redis_config_pairs(text):
+    """`redis-cli CONFIG GET pattern` (a name line, then its value line) into a dict."""
+    lines = text.replace("\r", "").splitlines()
+    return dict(zip(lines[0::2], lines[1::2]))
+
+
+def aof_layout(server_info, config):
+    """Where a restored RDB must also go so that Redis, restarting with appendonly on, loads it.
+
+    With appendonly on, Redis reads only its append-only file at start: an RDB alone would give an
+    empty server. From 7.0 that is a directory whose manifest names a base file, which may be an
+    RDB; before 7.0 one file, which may start with an RDB (the preamble). None with appendonly off.
+    """
+    if config.get("appendonly") != "yes":
+        return None
+    name = config.get("appendfilename") or "appendonly.aof"
+    if int(server_info.get("redis_version", "0").split(".")[0]) >= 7:
+        base = name + ".1.base.rdb"
+        return {"dir": config.get("appenddirname") or "appendonlydir", "file": base,
+                "manifest": name + ".manifest", "manifest_text": "file %s seq 1 type b\n" % base}
+    return {"dir": "", "file": name, "manifest": "", "manifest_text": ""}
 
 
 def sftp_command(url, key, known_hosts):
@@ -553,6 +576,7 @@ class Runner:
         results = {}
         try:
             with self.lock("source-" + name), self.repositories_lock():
+                resumed = []
                 try:
                     # Inside: post_commands run after a failed pre-command too (a writer paused by
                     # the first one must not stay paused).
@@ -578,6 +602,9 @@ class Runner:
                         paths = [self.volume_mountpoint(source)] if source["type"] == "volume" else source["paths"]
                         summary = parse_backup_summary(self.unlocked(primary, lambda: self.restic(
                             primary, ["backup", "--json"] + tags + paths)).stdout)
+                    # The data is read: the writers resume now, not after the facts and the copies.
+                    resumed.append(True)
+                    self.commands(source, "post_commands")
                     snapshot = summary["snapshot_id"]
                     facts.update(snapshot=snapshot, time=started)
                     self.write_json(self.sidecar(source, snapshot[:8]), facts)
@@ -590,7 +617,8 @@ class Runner:
                         self.forget(repo, source)
                         results[repo["name"]] = summary
                 finally:
-                    self.commands(source, "post_commands")
+                    if not resumed:
+                        self.commands(source, "post_commands")
         except Exception as exc:  # pylint: disable=broad-except
             # Whatever failed (a missing secret file, a full disk), the metric says so.
             self.backup_metrics(source, started, previous, results, error=str(exc) or repr(exc))
@@ -963,17 +991,28 @@ class Runner:
     def restore_redis(self, source, snapshot, recorded):
         rdb = recorded.get("rdb", "/data/dump.rdb")
         directory = os.path.dirname(rdb)
-        # The RDB Redis wrote when it stopped, and an AOF directory, are moved aside, not overwritten.
-        script = ('set -e; cat > "$1.restore"; chown --reference="$2" "$1.restore"; '
-                  'if [ -e "$1" ]; then mv "$1" "$1.before-restore-$3"; fi; mv "$1.restore" "$1"; '
-                  'if [ -d "$2/appendonlydir" ]; then mv "$2/appendonlydir" "$2/appendonlydir.before-restore-$3"; fi')
+        # Read before the stop: the running server's persistence settings, as it will restart.
+        layout = aof_layout(redis_info(self.redis_cli(source, "INFO", "server")),
+                            redis_config_pairs(self.redis_cli(source, "CONFIG", "GET", "append*")))
+        layout = layout or {"dir": "", "file": "", "manifest": "", "manifest_text": ""}
+        # The RDB Redis wrote when it stopped, and its append-only files, are moved aside, not
+        # overwritten. With appendonly on, the RDB also becomes the base of a new append-only file.
+        script = ('set -e; rdb=$1 dir=$2 stamp=$3 aofdir=$4 aof=$5 manifest=$6 text=$7; '
+                  'cat > "$rdb.restore"; chown --reference="$dir" "$rdb.restore"; '
+                  'for old in "$rdb" "$dir/${aofdir:-appendonlydir}" ${aof:+"$dir/$aof"}; do '
+                  'if [ -e "$old" ]; then mv "$old" "$old.before-restore-$stamp"; fi; done; '
+                  'if [ -n "$aofdir" ]; then mkdir "$dir/$aofdir"; cp "$rdb.restore" "$dir/$aofdir/$aof"; '
+                  'printf "%s" "$text" > "$dir/$aofdir/$manifest"; chown -R --reference="$dir" "$dir/$aofdir"; '
+                  'elif [ -n "$aof" ]; then cp "$rdb.restore" "$dir/$aof"; chown --reference="$dir" "$dir/$aof"; fi; '
+                  'mv "$rdb.restore" "$rdb"')
         with self.staged(snapshot, source) as dump:
             self.run(self.compose(source, ["stop", source["service"]]), cwd=source["project_dir"])
             try:
                 with open(dump, "rb") as handle:
                     result = self.run(self.compose(source, [
                         "run", "--rm", "--no-deps", "-T", "--user", "0", "--entrypoint", "sh", source["service"], "-c",
-                        script, "restore", rdb, directory, str(int(time.time()))]),
+                        script, "restore", rdb, directory, str(int(time.time())), layout["dir"], layout["file"],
+                        layout["manifest"], layout["manifest_text"]]),
                         check=False, stdin=handle, cwd=source["project_dir"])
             finally:
                 self.run(self.compose(source, ["start", source["service"]]), cwd=source["project_dir"])
