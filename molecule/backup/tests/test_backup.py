@@ -113,7 +113,7 @@ def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
     assert password.strip() not in result.stdout
     for source in ["demo-db", "demo-redis", "demo-redis-volume", "demo-uploads", "demo-db-app"]:
         assert len(snapshot_ids(host, source)) == 1, source
-        for repository in ["local", "offsite"]:
+        for repository in ["local", "s3", "offsite"]:
             assert metric(host, "composeops_backup_last_status", source, repository) == 1
             assert metric(host, "composeops_backup_last_success_timestamp_seconds", source, repository) > time.time() - 600
         assert metric(host, "composeops_backup_size_bytes", source) > 0
@@ -134,13 +134,20 @@ def test_backup_playbook_backs_up_every_source(host, state, tmp_path):
     assert events[1][1] - 1 <= taken <= events[2][1], (events, taken)
 
 
-def test_offsite_copy_on_the_second_host(host):
+def test_offsite_copies_on_the_second_host(host):
     target = testinfra.get_host("ansible://backup-target", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
     snapshots = target.run("ls /srv/restic/backup-debian13/snapshots | wc -l")
     # Each source's snapshot and the snapshot of its facts (counts, secrets) beside it.
     assert snapshots.rc == 0 and int(snapshots.stdout) == 2 * 5
     # Encrypted: no table name or Redis key in clear text there.
     assert target.run("grep -rqs customer /srv/restic/backup-debian13/data").rc == 1
+    # The copy on the S3 endpoint too, read back through the runner; its credentials in a 0600 file
+    # of their own, not in the runner's configuration.
+    for source in ["demo-db", "demo-uploads"]:
+        assert len(json.loads(sh(host, "%s snapshots %s --repository s3" % (RUNNER, source)))) == 1, source
+    env = host.file("/etc/composeops/backup/s3.env")
+    assert env.mode == 0o600 and "composeops-test-secret" in env.content_string
+    assert "composeops-test-secret" not in host.file("/etc/composeops/backup/config.json").content_string
 
 
 def test_restore_refuses_without_confirmation(host, state):
@@ -250,19 +257,35 @@ def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
     assert sh(host, restic + "list locks --no-lock").strip() == ""
 
 
+def debian12_restic(host):
+    """The restic of Debian 12 (0.14), from its archive, unpacked beside the host's own: the
+    version that takes the pipe path (vars/Debian-12.yml). Its directory, to put first in PATH."""
+    work = "/var/tmp/bookworm"
+    apt = ("apt-get -qq -o Dir::Etc::SourceList={0}/sources.list -o Dir::Etc::SourceParts={0}/parts "
+           "-o Dir::State::Lists={0}/lists -o Dir::Cache={0}/cache ".format(work))
+    sh(host, "mkdir -p {0}/parts {0}/lists/partial {0}/cache/archives/partial && echo 'deb [signed-by="
+             "/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm main' "
+             "> {0}/sources.list && {1}update && cd {0} && {1}download restic/bookworm && "
+             "dpkg-deb -x restic_*.deb {0}/root && rm -rf {0}/lists {0}/cache".format(work, apt))
+    path = work + "/root/usr/bin"
+    assert sh(host, path + "/restic version").startswith("restic 0.14"), "not Debian 12's restic"
+    return path
+
+
 def test_pipe_path_and_a_full_disk(host):
-    # A second configuration of the runner: the path of restic before 0.17 (Debian 12, Ubuntu),
-    # the dump piped into `backup --stdin`, into a repository on a 4 MiB tmpfs of its own (the
-    # state and metrics beside it), so that its disk can fill up.
+    # A second configuration of the runner as on Debian 12: its restic (0.14), so the dump piped
+    # into `backup --stdin`, into a repository on a 4 MiB tmpfs of its own (so that its disk can
+    # fill up) and copied into a second one; the state and metrics beside them.
     small = "/var/tmp/small"
-    alt = "%s --config %s/config.json " % (RUNNER, small)
+    alt = "PATH=%s:$PATH %s --config %s/config.json " % (debian12_restic(host), RUNNER, small)
+    config = json.loads(host.file("/etc/composeops/backup/config.json").content_string)
+    first = config["repositories"][0]
+    config.update(state_dir=small + "/state", textfile_dir=small + "/metrics", stdin_from_command=False,
+                  repositories=[dict(first, name="small", url=small + "/repo/restic"),
+                                dict(first, name="copy", url=small + "/copy")])
     sh(host, "mkdir -p %s/repo && mount -t tmpfs -o size=4m,mode=0700 small %s/repo" % (small, small))
     try:
-        sh(host, "python3 -c 'import json, sys; c = json.load(open(sys.argv[1])); "
-                 "c.update(state_dir=sys.argv[2] + \"/state\", textfile_dir=sys.argv[2] + \"/metrics\", "
-                 "stdin_from_command=False, repositories=[dict(c[\"repositories\"][0], name=\"small\", "
-                 "url=sys.argv[2] + \"/repo/restic\")]); json.dump(c, open(sys.argv[2] + \"/config.json\", \"w\"))' "
-                 "/etc/composeops/backup/config.json " + small)
+        sh(host, "cat > %s/config.json <<'EOF'\n%s\nEOF" % (small, json.dumps(config)))
         sh(host, alt + "init")
         sh(host, alt + "backup demo-redis")
         redis = [s["id"] for s in json.loads(sh(host, alt + "snapshots demo-redis"))]
@@ -278,12 +301,15 @@ def test_pipe_path_and_a_full_disk(host):
         assert 'composeops_backup_last_status{repository="small",source="demo-db"} 0' in text
         assert json.loads(sh(host, alt + "snapshots demo-db")) == []
         assert [s["id"] for s in json.loads(sh(host, alt + "snapshots demo-redis"))] == redis
-        # Room again: the next run succeeds through the pipe, and its dump passes the test restore.
+        # Room again: the next run succeeds through the pipe and is copied; its dump passes the
+        # test restore, read from the copy.
         sh(host, "rm %s/repo/filler" % small)
         sh(host, alt + "backup demo-db")
         text = host.file(small + "/metrics/composeops_backup_demo-db.prom").content_string
-        assert 'composeops_backup_last_status{repository="small",source="demo-db"} 1' in text
-        sh(host, alt + "verify demo-db")
+        for repository in ["small", "copy"]:
+            assert 'composeops_backup_last_status{repository="%s",source="demo-db"} 1' % repository in text
+        assert len(json.loads(sh(host, alt + "snapshots demo-db --repository copy"))) == 1
+        sh(host, alt + "verify demo-db --repository copy")
         sh(host, alt + "check")
     finally:
         host.run("umount %s/repo; rm -rf %s" % (small, small))
