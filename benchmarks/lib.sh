@@ -10,12 +10,15 @@ tests/harness/testhost.sh engine >/dev/null
 tests/harness/testhost.sh images debian13 >/dev/null
 tests/harness/fixtures.sh up >/dev/null
 
-# bench_host NAME: the benchmark's test host ($host) and its fresh work directory ($work, under build/).
+# bench_host NAME [OTHER…]: the benchmark's test host ($host; the others too, all in $hosts) and
+# its fresh work directory ($work, under build/, named after the first).
 bench_host() {
+  # shellcheck disable=SC2034  # read by the benchmark that sources this file
   host=$1
+  hosts=("$@")
   work=$(pwd)/build/$1
   export ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_FORCE_COLOR=0
-  cleanup() { docker rm -f -v "$host" >/dev/null 2>&1 || true; }
+  cleanup() { docker rm -f -v "${hosts[@]}" >/dev/null 2>&1 || true; }
   trap cleanup EXIT
   cleanup
   rm -rf "$work" && mkdir -p "$work"
