@@ -524,8 +524,7 @@ class Runner:
         return {"keys": keys, "rdb": directory.rstrip("/") + "/" + filename, "aof": self.redis_config(source, "appendonly")}
 
     def redis_config(self, source, key):
-        lines = self.redis_cli(source, "CONFIG", "GET", key).splitlines()
-        return lines[1] if len(lines) == 2 else ""
+        return redis_config_pairs(self.redis_cli(source, "CONFIG", "GET", key)).get(key, "")
 
     def backup_stdin(self, source, primary, command, filename, tags):
         args = ["backup", "--json", "--stdin-filename", filename] + tags
