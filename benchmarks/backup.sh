@@ -31,14 +31,6 @@ scale=${BENCH_SCALE:-68}
 started=$(date +%s)
 
 on_host() { docker exec "$host" bash -c "set -euo pipefail; cd /opt/stacks/demo; $1"; }
-# timed NAME SCRIPT: seconds (3 decimals) that SCRIPT took on the host, into $work/NAME.s.
-seconds() {
-  local t0 t1
-  t0=$(date +%s.%N)
-  quiet "$1" on_host "$2"
-  t1=$(date +%s.%N)
-  python3 -c "print(round($t1 - $t0, 3))" >"$work/$1.s"
-}
 mb() { on_host "du -sb $1 | cut -f1"; }
 
 echo "backup benchmark of $(git describe --always --dirty) on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -50,25 +42,25 @@ quiet fill on_host "docker compose exec -T db pgbench -i -q -s $scale -U app app
 db_bytes=$(on_host "docker compose exec -T db psql -X -A -t -U app -d app -c \"SELECT pg_database_size('app')\"")
 
 echo "[bench] the one-liner: pg_dump | gzip"
-seconds oneliner "docker compose exec -T db pg_dump -U app app | gzip > /root/oneliner.sql.gz"
+seconds oneliner on_host "docker compose exec -T db pg_dump -U app app | gzip > /root/oneliner.sql.gz"
 oneliner_bytes=$(mb /root/oneliner.sql.gz)
 
 echo "[bench] ours: composeops-backup backup demo-db"
-seconds ours "composeops-backup backup demo-db"
+seconds ours on_host "composeops-backup backup demo-db"
 repo_bytes=$(mb /var/backups/composeops/restic)
 
 echo "[bench] 1% of the rows changed, a second backup"
 quiet change on_host "docker compose exec -T db psql -X -q -U app -d app -c 'UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 100 = 0'"
-seconds second "composeops-backup backup demo-db"
+seconds second on_host "composeops-backup backup demo-db"
 repo2_bytes=$(mb /var/backups/composeops/restic)
 
 echo "[bench] 1% of the rows changed in one range, a third backup"
 quiet change2 on_host "docker compose exec -T db psql -X -q -U app -d app -c 'UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= $scale * 1000'"
-seconds third "composeops-backup backup demo-db"
+seconds third on_host "composeops-backup backup demo-db"
 repo3_bytes=$(mb /var/backups/composeops/restic)
 
 echo "[bench] restore of the latest snapshot into the live database"
-seconds restore "composeops-backup restore demo-db --snapshot latest"
+seconds restore on_host "composeops-backup restore demo-db --snapshot latest"
 
 mkdir -p benchmarks/results
 python3 - "$work" benchmarks/results/backup.json "$db_bytes" "$oneliner_bytes" "$repo_bytes" "$repo2_bytes" "$scale" "$repo3_bytes" <<'PY'

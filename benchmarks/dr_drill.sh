@@ -27,14 +27,6 @@ started=$(date +%s)
 
 on() { docker exec "$1" bash -c "set -euo pipefail; cd /opt/stacks/demo; $2"; }
 accounts="docker compose exec -T db psql -X -A -t -U app -d app -c 'SELECT count(*), sum(abalance) FROM pgbench_accounts'"
-# seconds NAME CMD…: a quiet step, and the seconds (3 decimals) it took into $work/NAME.s.
-seconds() {
-  local t0 t1 name=$1
-  t0=$(date +%s.%N)
-  quiet "$@"
-  t1=$(date +%s.%N)
-  python3 -c "print(round($t1 - $t0, 3))" >"$work/$name.s"
-}
 
 echo "DR drill benchmark of $(git describe --always --dirty) on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "[bench] starting ${hosts[*]}; Docker, the demo stack and its backups on $host"

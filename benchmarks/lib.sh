@@ -30,3 +30,12 @@ quiet() {
   shift
   "$@" >"$work/$name.log" 2>&1 || { tail -n 40 "$work/$name.log" >&2; echo "[bench] $name failed (log: $work/$name.log)" >&2; exit 1; }
 }
+
+# seconds NAME CMD…: a quiet step, and the seconds (3 decimals) it took into $work/NAME.s.
+seconds() {
+  local t0 t1 name=$1
+  t0=$(date +%s.%N)
+  quiet "$@"
+  t1=$(date +%s.%N)
+  python3 -c "print(round($t1 - $t0, 3))" >"$work/$name.s"
+}
