@@ -1,4 +1,7 @@
-"""What the rollout benchmarks (rollout.sh, rollout_multihost.sh) compute alike from the files of a
+"""The Python counterpart of lib.sh: what the benchmarks share, not a benchmark (it measures
+nothing and has no results file; its figures are in those of the scripts that import it).
+
+What the rollout benchmarks (rollout.sh, rollout_multihost.sh) compute alike from the files of a
 load window: hey's CSV (response-time, DNS+dialup, DNS, Request-write, Response-delay,
 Response-read, status-code, offset: seconds; offset is the request's start after hey's start), the
 slow requests (slow-N.txt), the balancer's or nginx's JSON access log (nginx.log), the window's

@@ -132,7 +132,7 @@ python3 - "$work" benchmarks/results/rollout.json "$loadavg_start" "$loadavg_end
 import json, os, re, sys
 
 sys.path.insert(0, "benchmarks")
-from load_figures import add_ratios, load_window, machine, print_table, stamp, write_json  # noqa: E402
+from lib import add_ratios, load_window, machine, print_table, stamp, write_json  # noqa: E402
 
 work, dest, loadavg_start, loadavg_end, containers_start, run_s = sys.argv[1:7]
 

@@ -193,7 +193,7 @@ python3 - "$work" "$dest" "$loadavg_start" "$loadavg_end" "$containers_start" "$
 import os, re, sys
 
 sys.path.insert(0, "benchmarks")
-from load_figures import add_ratios, load_window, machine, print_table, read, stamp, write_json  # noqa: E402
+from lib import add_ratios, load_window, machine, print_table, read, stamp, write_json  # noqa: E402
 
 work, dest, loadavg_start, loadavg_end, containers_start, run_s, quick, app_v2 = sys.argv[1:9]
 
