@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of the backup role's Postgres pipeline (composeops.platform.backup: pg_dumpall in the
 # container streamed uncompressed into restic) against the common one-liner
-# `pg_dump | gzip > file`, in the same run on one Debian 13 test host (bench-backup) with the demo
-# stack of `make local` (benchmarks/backup/: inventory, setup playbook). The database is filled
+# `pg_dump | gzip > file`, in the same run on one Debian 13 test host (bench-backup) with the
+# scenarios' demo stack (benchmarks/backup/: inventory, setup playbook). The database is filled
 # with `pgbench -i` at scale BENCH_SCALE (default 68: about 1 GB). Cases, one after the other:
 #
 #   oneliner   pg_dump -U app app | gzip > /root/oneliner.sql.gz, inside the host: backup_s, size_mb

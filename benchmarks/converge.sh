@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of a whole-host converge (playbooks/site.yml) over real SSH, with the inventory of
-# `make local` (inventories/local: hardening, Docker, the demo stack) on Debian 13 test hosts:
+# `make local` (inventories/local: hardening, Docker, the shape-1 stack, nginx, backups, monitoring)
+# on Debian 13 test hosts:
 #
 #   fresh_s            first converge of a fresh host (as root, who then loses SSH login), with
 #                      the shipped ansible.cfg

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark of playbooks/dr_drill.yml (issue 14: RTO <= 10 min for 1 GB): the demo stack of
-# `make local` on one test host (bench-dr-lost) with its database filled by `pgbench -i` at scale
+# Benchmark of playbooks/dr_drill.yml (issue 14: RTO <= 10 min for 1 GB): the scenarios' demo
+# stack on one test host (bench-dr-lost) with its database filled by `pgbench -i` at scale
 # BENCH_SCALE (default 68: about 1 GB), backed up by playbooks/backup.yml into its local
 # repository and off-site over sftp (bench-dr-target), the password escrowed on the controller;
 # then the drill rebuilds the stack on a bare test host (bench-dr-new: no Docker yet) from the

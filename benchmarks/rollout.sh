@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of health-gated rollouts (composeops.platform.compose_rollout through playbooks/rollout.yml)
 # against a naive `docker compose up -d`, through nginx on one Debian 13 test host (bench-rollout),
-# with the demo stack of `make local` at 3 app replicas (benchmarks/rollout/: inventory, playbooks,
+# with the scenarios' demo stack at 3 app replicas (benchmarks/rollout/: inventory, playbooks,
 # load script). hey runs ON the test host against https://<site>/ (its name resolves to 127.0.0.1
 # there; the load never leaves the host): 8 keep-alive workers at most 25 requests/s each, every
 # request's status and timing (-o csv), and 3 slots of /slow?seconds=15 requests in flight the

@@ -35,6 +35,10 @@ IMAGES=(
   "app:2.0 app APP_VERSION=2.0"
   "app:3.0 app APP_VERSION=3.0"
   "app:broken app APP_VERSION=broken,APP_BROKEN=1"
+  "frontend:1.0 frontend APP_VERSION=1.0"
+  "api:1.0 api APP_VERSION=1.0"
+  "api:2.0 api APP_VERSION=2.0"
+  "pgbouncer:1.24 pgbouncer -"
   "prometheus:2.53 monitoring/prometheus - monitoring:debian13"
   "alertmanager:0.28 monitoring/alertmanager - monitoring:debian13"
   "node-exporter:1.9 monitoring/node-exporter - monitoring:debian13"
@@ -187,6 +191,10 @@ images:
   app_v2: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:2.0
   app_v3: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:3.0
   app_broken: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/app:broken
+  frontend: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/frontend:1.0
+  api_v1: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/api:1.0
+  api_v2: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/api:2.0
+  pgbouncer: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/pgbouncer:1.24
   prometheus: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/prometheus:2.53
   alertmanager: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/alertmanager:0.28
   node_exporter: $REGISTRY_NAME:$REGISTRY_PORT/fixtures/node-exporter:1.9

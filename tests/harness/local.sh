@@ -66,7 +66,7 @@ echo "$address" >"$cache/address"
 # re-created host never trips "REMOTE HOST IDENTIFICATION HAS CHANGED".
 pin_host_key() { echo "$address $(docker exec "$host" cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1-2)" >"$cache/known_hosts"; }
 pin_host_key
-# The demo stack's images come from the local fixture registry (no registry outside is reachable).
+# The shop's images come from the local fixture registry (no registry outside is reachable).
 tests/harness/fixtures.sh up
 # Test scaffolding a container host needs: Docker inside it, trust in the fixture registry's CA.
 quiet prepare env COMPOSEOPS_LOCAL_USER=root ansible-playbook -i inventories/local \
@@ -80,31 +80,33 @@ echo "[local] converging $host ($address) over SSH as $user"
 # Not -e ansible_user: extra vars would beat the hardening role's own fresh-login check as the admin.
 COMPOSEOPS_LOCAL_USER=$user ansible-playbook -i inventories/local playbooks/site.yml "$@"
 pin_host_key
-# A backup of the demo stack now, and its proof: the test restores the timers run daily (a plain
+# A backup of the shop now, and its proof: the test restores the timers run daily (a plain
 # run only: options such as --check go to site.yml alone).
 if [ $# = 0 ]; then
-  echo "[local] backing up the demo stack (playbooks/backup.yml), then its test restores"
-  quiet backup env COMPOSEOPS_LOCAL_USER=admin ansible-playbook -i inventories/local playbooks/backup.yml -e backup_stack=demo
-  docker exec "$host" systemctl start composeops-backup-verify-demo-db composeops-backup-verify-demo-redis
+  echo "[local] backing up the shop (playbooks/backup.yml), then its test restores"
+  quiet backup env COMPOSEOPS_LOCAL_USER=admin ansible-playbook -i inventories/local playbooks/backup.yml -e backup_stack=shop
+  docker exec "$host" systemctl start composeops-backup-verify-shop-db composeops-backup-verify-shop-redis
   docker exec "$host" sh -c 'grep -h "^composeops_backup_verify_last_status" /var/lib/prometheus/node-exporter/composeops_backup_verify_*.prom'
   # Every service's state and health, every site's URL and health answer, the monitoring UIs.
   quiet status env COMPOSEOPS_LOCAL_USER=admin ansible-playbook -i inventories/local playbooks/status.yml
   sed -n '/"msg": \[/,/\]/p' build/local-status.log
 fi
-app_v2=$(sed -n 's/^ *app_v2: *//p' "${COMPOSEOPS_FIXTURES_STATE:-$HOME/.cache/composeops/fixtures}/fixtures.yml")
+api_v2=$(sed -n 's/^ *api_v2: *//p' "${COMPOSEOPS_FIXTURES_STATE:-$HOME/.cache/composeops/fixtures}/fixtures.yml")
 run="ANSIBLE_COLLECTIONS_PATH=build/collections .venv/bin/ansible-playbook -i inventories/local"
 cat <<MSG
 [local] done in $(($(date +%s) - started)) s. Try:
   ssh -o UserKnownHostsFile=$cache/known_hosts -i $cache/id_ed25519 admin@$address
-  docker exec $host curl -sk https://demo.localhost/health   # through nginx (reverse_proxy)
+  docker exec $host curl -sk https://shop.localhost/          # the frontend, through nginx (reverse_proxy)
+  docker exec $host curl -sk https://shop.localhost/api/health   # the API: Postgres via PgBouncer, Redis
   # the UIs above are on the host's loopback: ssh -L 9090:127.0.0.1:9090 … admin@$address
   docker exec $host curl -s http://127.0.0.1:9090/api/v1/alerts
-  # roll out app 2.0 without downtime (health-gated), then back to the previous release:
-  $run playbooks/rollout.yml -e rollout_stack=demo -e '{"rollout_images": {"app": "${app_v2}"}}'
-  $run playbooks/rollback.yml -e rollback_stack=demo
+  # roll out API 2.0 without downtime (health-gated, replica by replica), then back:
+  $run playbooks/rollout.yml -e rollout_stack=shop -e '{"rollout_images": {"api": "${api_v2}"}}'
+  docker exec $host curl -sk https://shop.localhost/api/version
+  $run playbooks/rollback.yml -e rollback_stack=shop
   # the backups (roles/backup): list the database's snapshots, then restore the latest one
-  $run playbooks/restore.yml -e restore_source=demo-db -e restore_list=true
-  $run playbooks/restore.yml -e restore_source=demo-db -e restore_confirm=yes
+  $run playbooks/restore.yml -e restore_source=shop-db -e restore_list=true
+  $run playbooks/restore.yml -e restore_source=shop-db -e restore_confirm=yes
   # what runs and whether it is healthy, again
   $run playbooks/status.yml
 MSG

@@ -1,4 +1,4 @@
-"""Rollouts of the demo stack (make local's inventory) on its test host, in the order they run.
+"""Rollouts of the demo stack (the scenarios' inventory) on its test host, in the order they run.
 
 converge rolled app 1.0 to 2.0 under load; each test here runs a playbook of the collection
 against the scenario's own inventory ($MOLECULE_INVENTORY_FILE) and checks the host after it.
