@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Benchmark of playbooks/dr_drill.yml (issue 14: RTO <= 10 min for 1 GB): the scenarios' demo
-# stack on one test host (bench-dr-lost) with its database filled by `pgbench -i` at scale
-# BENCH_SCALE (default 68: about 1 GB), backed up by playbooks/backup.yml into its local
-# repository and off-site over sftp (bench-dr-target), the password escrowed on the controller;
-# then the drill rebuilds the stack on a bare test host (bench-dr-new: no Docker yet) from the
-# off-site repository alone. Hosts as the backup scenario prepares them (benchmarks/dr_drill/).
+# Benchmark of playbooks/dr_drill.yml (issue 14: RTO <= 10 min for 1 GB): shape 1 as `make local`
+# runs it (frontend, API x2, PgBouncer, Postgres, Redis) on one test host (bench-dr-lost) with its
+# database filled by `pgbench -i` at scale BENCH_SCALE (default 68: about 1 GB), backed up by
+# playbooks/backup.yml into its local repository and off-site over sftp (bench-dr-target), the
+# password escrowed on the controller; then the drill rebuilds the stack on a bare test host
+# (bench-dr-new: no Docker yet) from the off-site repository alone (benchmarks/dr_drill/:
+# inventory, setup playbook).
 #
 #   backup_s   playbooks/backup.yml: every source dumped, copied off-site (controller included)
 #   drill_s    playbooks/dr_drill.yml from start to end (controller included)
@@ -25,17 +26,17 @@ inventory=benchmarks/dr_drill/hosts.yml
 scale=${BENCH_SCALE:-68}
 started=$(date +%s)
 
-on() { docker exec "$1" bash -c "set -euo pipefail; cd /opt/stacks/demo; $2"; }
-accounts="docker compose exec -T db psql -X -A -t -U app -d app -c 'SELECT count(*), sum(abalance) FROM pgbench_accounts'"
+on() { docker exec "$1" bash -c "set -euo pipefail; cd /opt/stacks/shop; $2"; }
+accounts="docker compose exec -T db psql -X -A -t -U shop -d shop -c 'SELECT count(*), sum(abalance) FROM pgbench_accounts'"
 
 echo "DR drill benchmark of $(git describe --always --dirty) on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "[bench] starting ${hosts[*]}; Docker, the demo stack and its backups on $host"
+echo "[bench] starting ${hosts[*]}; Docker, shape 1 and its backups on $host"
 quiet start ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
   -e "{\"testhost_names\": [\"${hosts[0]}\", \"${hosts[1]}\", \"${hosts[2]}\"]}"
 quiet setup ansible-playbook -i "$inventory" benchmarks/dr_drill/setup.yml
 echo "[bench] set up in $(($(date +%s) - started)) s; pgbench -i -s $scale"
-quiet fill on "$host" "docker compose exec -T db pgbench -i -q -s $scale -U app app"
-db_bytes=$(on "$host" "docker compose exec -T db psql -X -A -t -U app -d app -c \"SELECT pg_database_size('app')\"")
+quiet fill on "$host" "docker compose exec -T db pgbench -i -q -s $scale -U shop shop"
+db_bytes=$(on "$host" "docker compose exec -T db psql -X -A -t -U shop -d shop -c \"SELECT pg_database_size('shop')\"")
 
 echo "[bench] playbooks/backup.yml (local and off-site), the password escrowed"
 seconds backup ansible-playbook -i "$inventory" playbooks/backup.yml -e "backup_escrow_dir=$work/escrow"
