@@ -1,53 +1,36 @@
 """Backups of the demo stack on its test host, in the order they run: back up (playbooks/backup.yml),
 change the data, restore (playbooks/restore.yml) and prove every table equal; the off-site copy on
-the second test host; a database killed in the middle of a dump; the test restores started from
-their systemd units; last, the DR drill rebuilds the stack on a third, bare host from the off-site
-repository alone. prepare seeded Postgres (orders, events) and Redis (100 keys)."""
+the second test host; a database killed in the middle of a dump; the pipe path and a full disk;
+the test restores and the repository check started from their systemd units. prepare seeded
+Postgres (orders, events) and Redis (100 keys). (The DR drill, which reads the off-site copy, has
+a scenario of its own on shape 1: molecule/dr_drill.)"""
 
 import datetime
 import json
 import os
 import re
-import subprocess
+import sys
 import time
 
 import pytest
 import testinfra
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "resources", "tests"))
+from scenario_lib import playbook, sh  # noqa: E402  pylint: disable=wrong-import-position
+import scenario_lib  # noqa: E402  pylint: disable=wrong-import-position
+
 testinfra_hosts = ["backup-debian13"]
 
-SCENARIO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROOT = os.path.dirname(os.path.dirname(SCENARIO))
-STACK = "/opt/stacks/demo"
 RUNNER = "/usr/local/sbin/composeops-backup"
 METRICS = "/var/lib/prometheus/node-exporter"
-COMPOSE = "cd %s && docker compose " % STACK
-PSQL = COMPOSE + "exec -T db psql -X -q -A -t -v ON_ERROR_STOP=1 -U app -d app "
-REDIS = ("cd %s && REDISCLI_AUTH=$(cat /var/lib/composeops/secrets/demo/redis_password) "
-         "docker compose exec -T -e REDISCLI_AUTH redis redis-cli " % STACK)
-
-
-def playbook(name, **extra):
-    argv = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-            os.path.join(ROOT, "playbooks", name + ".yml"), "-e", json.dumps(extra)]
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    return subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600, check=False)
-
-
-def sh(host, command):
-    result = host.run(command)
-    assert result.rc == 0, "%s\n%s%s" % (command, result.stdout, result.stderr)
-    return result.stdout
+COMPOSE, PSQL, REDIS = scenario_lib.stack_commands("demo", "app", "app")
 
 
 def checksums(host):
-    """md5 of every table of the app database, rows in a fixed order."""
-    tables = sh(host, PSQL + "-c \"SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1\"").split()
-    assert "orders" in tables and "events" in tables
-    sql = " UNION ALL ".join("SELECT '%s', md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM %s t"
-                             % (t, t) for t in tables)
-    return dict(line.split("|") for line in sh(host, PSQL + '-c "%s"' % sql).split())
+    """md5 of every table of the app database (orders and events among them)."""
+    sums = scenario_lib.checksums(host, PSQL)
+    assert "orders" in sums and "events" in sums
+    return sums
 
 
 def metric(host, name, source, repository="local", file=None):
@@ -65,13 +48,8 @@ def uploads(host):
     return sh(host, "cd /srv/demo-uploads && find . -type f -print0 | sort -z | xargs -0 md5sum")
 
 
-def wait_healthy(host, service, seconds=90):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if "(healthy)" in host.run(COMPOSE + "ps %s --format '{{.Status}}'" % service).stdout:
-            return
-        time.sleep(1)
-    pytest.fail("%s did not become healthy" % service)
+def wait_healthy(host, service):
+    scenario_lib.wait_healthy(host, COMPOSE, service)
 
 
 @pytest.fixture(scope="module")
@@ -328,74 +306,3 @@ def test_check_runs_from_its_unit(host):
     assert result.rc == 0, host.run("journalctl -u composeops-backup-check --no-pager -n 30").stdout
     text = host.file(METRICS + "/composeops_backup_check.prom").content_string
     assert 'composeops_backup_check_last_status{repository="offsite"} 1' in text
-
-
-def test_dr_drill_rebuilds_the_stack_on_a_bare_host_from_the_offsite_copy(host, state, tmp_path_factory):
-    dr = testinfra.get_host("ansible://backup-dr", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
-    assert dr.run("command -v docker").rc != 0, "the drill host is not bare"
-    wait_healthy(host, "db")
-    # Snapshots of the data as it is now, and the password escrowed on the controller.
-    sh(host, PSQL + "-c \"INSERT INTO orders (customer, total) VALUES ('after the restores', 1)\"")
-    escrow = tmp_path_factory.mktemp("dr") / "escrow"
-    state["password_file"] = str(escrow / "backup-debian13-restic-password")
-    result = playbook("backup", backup_escrow_dir=str(escrow))
-    assert result.returncode == 0, result.stdout[-3000:]
-    expected, keys = checksums(host), int(sh(host, REDIS + "DBSIZE"))
-    state["checksums"], state["keys"] = expected, keys
-    # Without the escrowed password: refused before anything changes.
-    refused = playbook("dr_drill", dr_drill_from="backup-debian13")
-    assert refused.returncode != 0 and "escrowed password" in refused.stdout, refused.stdout[-2000:]
-    assert dr.run("command -v docker").rc != 0
-    started = time.time()
-    result = playbook("dr_drill", dr_drill_from="backup-debian13", dr_drill_password_file=state["password_file"])
-    took = time.time() - started
-    assert result.returncode == 0, result.stdout[-5000:]
-    figures = re.search(r"RTO (\d+) s .*RPO (\d+) s", result.stdout)
-    assert figures, result.stdout[-2000:]
-    rto, rpo = int(figures.group(1)), int(figures.group(2))
-    print("DR drill: RTO %d s, RPO %d s, playbook %.0f s" % (rto, rpo, took))
-    assert 0 < rto <= took and 0 <= rpo <= time.time() - started + 600
-    # The data of the lost host, every table and key; its passwords came back with it: the app,
-    # which logs in to both, is healthy.
-    assert checksums(dr) == expected
-    assert int(sh(dr, REDIS + "DBSIZE")) == keys
-    assert uploads(dr) == state["uploads"]
-    wait_healthy(dr, "app")
-    for secret in ["db_password", "redis_password"]:
-        path = "/var/lib/composeops/secrets/demo/" + secret
-        assert dr.file(path).content_string == host.file(path).content_string, secret
-    # No timer writes into the lost host's repository from the drill host.
-    assert "composeops-backup" not in sh(dr, "systemctl list-timers --all --no-pager")
-    # A second drill onto the same host would restore over its stack: refused.
-    again = playbook("dr_drill", dr_drill_from="backup-debian13", dr_drill_password_file=state["password_file"])
-    assert again.returncode != 0 and "already runs stacks" in again.stdout, again.stdout[-2000:]
-
-
-def test_recovery_of_the_lost_host_itself_from_the_offsite_copy(host, state):
-    # The server loses everything of the stack and of its backups but Docker and the sftp key (the
-    # key a new server would have authorised): its data, the generated secrets, the password, the
-    # local repository and the facts of its snapshots.
-    sh(host, COMPOSE + "down --volumes --timeout 5")
-    sh(host, "rm -rf %s /var/lib/composeops/secrets/demo /var/lib/composeops/backup/snapshots "
-             "/var/lib/composeops/backup/status /var/lib/composeops/backup/restic-password "
-             "/var/backups/composeops/restic /srv/demo-uploads" % STACK)
-    result = playbook("dr_drill", dr_drill_hosts="backup-debian13", dr_drill_from="backup-debian13",
-                      dr_drill_recover="yes", dr_drill_password_file=state["password_file"])
-    assert result.returncode == 0, result.stdout[-5000:]
-    assert re.search(r"RTO \d+ s .*RPO \d+ s", result.stdout)
-    assert checksums(host) == state["checksums"]
-    assert int(sh(host, REDIS + "DBSIZE")) == state["keys"]
-    assert uploads(host) == state["uploads"]
-    wait_healthy(host, "app")
-    # Its own timers again, and the next backup goes into a new local repository, made with the
-    # off-site one's chunker so that copies between them deduplicate, and off-site.
-    assert "composeops-backup-demo-db.timer" in sh(host, "systemctl list-timers --all --no-pager")
-    restic = "restic --password-file /var/lib/composeops/backup/restic-password "
-    sftp = ("-o sftp.command='ssh -i /var/lib/composeops/backup/id_ed25519 -o BatchMode=yes "
-            "-o UserKnownHostsFile=/var/lib/composeops/backup/known_hosts root@backup-target -s sftp' ")
-    local = json.loads(sh(host, restic + "-r /var/backups/composeops/restic cat config"))
-    offsite = json.loads(sh(host, restic + sftp + "-r sftp:root@backup-target:/srv/restic/backup-debian13 cat config"))
-    assert local["chunker_polynomial"] == offsite["chunker_polynomial"] and local["id"] != offsite["id"]
-    sh(host, RUNNER + " backup demo-db")
-    assert len(snapshot_ids(host, "demo-db")) == 1
-    assert metric(host, "composeops_backup_last_status", "demo-db", "offsite") == 1
