@@ -277,3 +277,22 @@ def test_aof_layout_from_a_recorded_redis_8():
     # Before 7.0, one file that starts with the RDB (the preamble), named by appendfilename.
     old = runner.aof_layout({"redis_version": "6.2.14"}, dict(config, appendfilename="data.aof"))
     assert old["dir"] == "" and old["file"] == "data.aof"
+
+
+@pytest.mark.parametrize("recording", ["restic_forget_prune.txt", "restic_0.14_forget_prune.txt"])
+def test_snapshots_removed_by_forget_from_recorded_runs(recording):
+    # `forget --json --prune` of restic 0.18 (Debian 13) and 0.14 (Debian 12): the JSON groups on
+    # the first line, the text of prune after it; two of the three daily snapshots removed.
+    output = (FIXTURES / recording).read_text()
+    groups = json.loads(output.splitlines()[0])
+    expected = {s["id"] for group in groups for s in group["remove"] or ()}
+    assert len(expected) == 2 and all(len(i) == 64 for i in expected)
+    assert runner.forgotten_ids(output) == expected
+    kept = {s["id"] for group in groups for s in group["keep"]}
+    assert not kept & runner.forgotten_ids(output)
+
+
+def test_nothing_removed_when_forget_says_nothing_parsable():
+    assert runner.forgotten_ids("") == set()
+    assert runner.forgotten_ids("[0:00] 100.00%  2 / 2 snapshots\n[1, 2]\n") == set()
+    assert runner.forgotten_ids('[{"tags": ["composeops"], "keep": [], "remove": null}]\n') == set()

@@ -233,6 +233,10 @@ def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
     assert "removing stale locks" in result.stderr
     assert metric(host, "composeops_backup_last_status", "demo-db") == 1
     assert sh(host, restic + "list locks --no-lock").strip() == ""
+    # Retention (one a day here) removed the first run's snapshot, and its facts with it: a sidecar
+    # for each snapshot left, no more.
+    sidecars = sh(host, "ls /var/lib/composeops/backup/snapshots/demo-db").split()
+    assert sorted(sidecars) == sorted(i[:8] + ".json" for i in snapshot_ids(host, "demo-db")), sidecars
 
 
 def debian12_restic(host):

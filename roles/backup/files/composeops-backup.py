@@ -151,6 +151,23 @@ def recorded_id(snapshot):
     return snapshot.get("original") or snapshot["id"]
 
 
+def forgotten_ids(output):
+    """The ids of the snapshots `restic forget --json` removed, from its output (the JSON groups on
+    the first line, then the text of --prune). Nothing parsable: none, so no sidecar is lost for a
+    snapshot that may still be there."""
+    groups = []
+    for line in output.splitlines():
+        # Progress lines of prune start with "[0:00]" too.
+        if line.startswith("["):
+            try:
+                groups = json.loads(line)
+                break
+            except ValueError:
+                continue
+    return {snapshot["id"] for group in groups if isinstance(group, dict)
+            for snapshot in group.get("remove") or () if isinstance(snapshot, dict) and "id" in snapshot}
+
+
 def facts_for(facts_snapshots, snapshot):
     """The facts snapshot of the run that made snapshot: the first taken at or after it (a run stores
     its facts right after its dump; a later one may lack the sidecar, e.g. on a recovered host), or
@@ -608,7 +625,11 @@ class Runner:
                     facts.update(snapshot=snapshot, time=started)
                     self.write_json(self.sidecar(source, snapshot[:8]), facts)
                     copied = [snapshot, self.store_facts(primary, source)]
-                    self.forget(primary, source)
+                    # The facts of snapshots that retention removed go with them; the next facts
+                    # snapshot is taken without them.
+                    for forgotten in self.forget(primary, source):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(self.sidecar(source, forgotten[:8]))
                     results[primary["name"]] = summary
                     for repo in self.repos[1:]:
                         self.unlocked(repo, lambda repo=repo: self.restic(
@@ -689,13 +710,14 @@ class Runner:
         return after_unlock(action, lambda: self.restic(repo, ["unlock"]), say)
 
     def forget(self, repo, source):
+        """Retention of the source in repo; the ids of the snapshots removed."""
         keep = source["retention"]
         # Two --tag: either (the source's snapshots and its facts snapshots, each their own group).
-        args = ["forget", "--prune", "--host", self.host, "--tag", "source=" + source["name"],
+        args = ["forget", "--prune", "--json", "--host", self.host, "--tag", "source=" + source["name"],
                 "--tag", FACTS_TAG + source["name"], "--group-by", "host,tags",
                 "--keep-daily", str(keep["keep_daily"]), "--keep-weekly", str(keep["keep_weekly"]),
                 "--keep-monthly", str(keep["keep_monthly"])]
-        self.unlocked(repo, lambda: self.restic(repo, args))
+        return forgotten_ids(self.unlocked(repo, lambda: self.restic(repo, args)).stdout)
 
     def commands(self, source, key):
         for argv in source.get(key) or []:
