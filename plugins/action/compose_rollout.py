@@ -53,6 +53,11 @@ def parse_poll(stdout):
     return progress, isinstance(state, dict) and ("started" not in state or bool(state.get("finished")))
 
 
+def under_mitogen(connection):
+    """True when Mitogen's strategy replaced the connection (its plugins are ansible_mitogen's)."""
+    return any(klass.__module__.startswith("ansible_mitogen") for klass in type(connection).__mro__)
+
+
 def settled(planned):
     """True when a check-mode result of the module is also what the real run would return: nothing
     to change (no step, no file, no release to record or make current, no interrupted rollout to
@@ -90,6 +95,18 @@ class ActionModule(ActionBase):
         except ValueError:
             offset = 0
 
+        # The host the module runs on: the delegated one when a play rolls back another host.
+        host = self._task.delegate_to or (task_vars.get("inventory_hostname", "") if task_vars else "")
+        show = not self._play_context.no_log
+        if under_mitogen(self._connection):
+            # Under Mitogen an async job runs in a forked interpreter that waits for ever on its
+            # first import of this collection's module_utils (seen with Mitogen 0.3.54): the module
+            # runs synchronously, and its progress lines are shown when it ends.
+            result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
+            res = self._low_level_execute_command(poll_command(progress_file, offset, "/dev/null"))
+            self.show_progress(parse_poll(res.get("stdout", ""))[0], host, show)
+            return result
+
         self._task.async_val = JOB_LIMIT
         try:
             started = self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars, wrap_async=True)
@@ -101,9 +118,6 @@ class ActionModule(ActionBase):
         jid = started["ansible_job_id"]
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         job_file = self._connection._shell.join_path(async_dir, jid)
-        # The host the module runs on: the delegated one when a play rolls back another host.
-        host = self._task.delegate_to or (task_vars.get("inventory_hostname", "") if task_vars else "")
-        show = not self._play_context.no_log
         failures = 0
         wait = 0.5  # a run with nothing to do ends within a second: poll soon, then every POLL_SECONDS
         # async_wrapper ends the job at JOB_LIMIT: a job file that still says "running" well after
@@ -129,11 +143,7 @@ class ActionModule(ActionBase):
             failures = 0
             progress, finished = parse_poll(res.get("stdout", ""))
             offset += len(progress.encode("utf-8"))
-            for line in progress.splitlines():
-                if show and line.strip():
-                    # On stderr, like Ansible's warnings: stdout stays the callback's own (a json
-                    # callback's output must parse).
-                    display.display("%s | %s" % (host, line), stderr=True)
+            self.show_progress(progress, host, show)
             if finished:
                 break
 
@@ -145,6 +155,14 @@ class ActionModule(ActionBase):
             status.pop(key, None)
         result.update(status)
         return result
+
+    @staticmethod
+    def show_progress(progress, host, show):
+        for line in progress.splitlines():
+            if show and line.strip():
+                # On stderr, like Ansible's warnings: stdout stays the callback's own (a json
+                # callback's output must parse).
+                display.display("%s | %s" % (host, line), stderr=True)
 
     def check_first(self, args, task_vars):
         """The module in check mode, synchronously (a failure here is left to the real run to say)."""

@@ -126,7 +126,9 @@ start_registry() {
     log "registry $REGISTRY_NAME is running (recipe $hash)"
     return 0
   fi
-  docker network inspect "$NETWORK" >/dev/null 2>&1 || docker network create "$NETWORK" >/dev/null
+  # Labelled as the test hosts' playbooks create it (tests/harness/tasks/prepare_network.yml).
+  docker network inspect "$NETWORK" >/dev/null 2>&1 ||
+    docker network create --label org.composeops.testhost=true "$NETWORK" >/dev/null
   docker rm -f "$REGISTRY_NAME" >/dev/null 2>&1 || true
   log "starting registry $REGISTRY_NAME ($REGISTRY_NAME:$REGISTRY_PORT on $NETWORK, $REGISTRY_LOCAL here)"
   docker create --name "$REGISTRY_NAME" --hostname "$REGISTRY_NAME" --network "$NETWORK" \
