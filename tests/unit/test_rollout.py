@@ -639,16 +639,3 @@ def test_addresses_equal_the_role_replicas_expression():
         chosen = ro.upstream_network(web, role, internal)
         assert chosen == ("rodemo_back" if network else "rodemo_front")
         assert ro.upstream_addresses(web, chosen) == role
-
-
-def test_mitogen_connections_are_told_apart():
-    """The action plugin runs the module synchronously under Mitogen's connections (Mitogen's own
-    classes, installed from requirements.txt) and as an async job under Ansible's."""
-    from ansible.plugins.connection.ssh import Connection as SshConnection
-    from ansible_mitogen.connection import Connection as MitogenConnection
-
-    class MitogenDocker(MitogenConnection):  # what ansible_mitogen/plugins/connection/mitogen_docker.py defines
-        transport = "docker"
-
-    assert action.under_mitogen(MitogenDocker.__new__(MitogenDocker))
-    assert not action.under_mitogen(SshConnection.__new__(SshConnection))
