@@ -105,23 +105,23 @@ run() {
 }
 # shipped: the checkout's ansible.cfg (without one, an older REPO: Ansible's defaults with
 # pipelining, as before the file existed), its fact cache in a directory of this run (the hosts are
-# new ones under the names of the last run's). plain: no configuration file, no pipelining (the
-# inventory's ansible_pipelining beats the environment: an extra var beats both), one SSH
-# connection per task.
+# new ones under the names of the last run's). no_config: no configuration file, no pipelining
+# (the inventory's ansible_pipelining beats the environment: an extra var beats both), one SSH
+# connection per task. (The plain-SSH re-run is the shipped one with Mitogen switched off.)
 : >"$work/empty.cfg"
 shipped_cfg=$repo/ansible.cfg
 [ -f "$shipped_cfg" ] || { shipped_cfg=$work/empty.cfg; echo "(no ansible.cfg in $repo: Ansible's defaults, pipelining on)"; }
 shipped=("ANSIBLE_CONFIG=$shipped_cfg" ANSIBLE_CACHE_PLUGIN_CONNECTION="$work/facts" ANSIBLE_PIPELINING=True)
 # tests/lib.sh turns the fact cache off for the harness; the shipped runs use the file's setting.
 unset ANSIBLE_CACHE_PLUGIN
-plain=("ANSIBLE_CONFIG=$work/empty.cfg" ANSIBLE_PIPELINING=False "ANSIBLE_SSH_ARGS=-o ControlMaster=no -o ControlPath=none"
+no_config=("ANSIBLE_CONFIG=$work/empty.cfg" ANSIBLE_PIPELINING=False "ANSIBLE_SSH_ARGS=-o ControlMaster=no -o ControlPath=none"
   -- -e ansible_pipelining=false)
 
 echo "converge benchmark of $(git -C "$repo" describe --always --dirty) on $(nproc) cores"
 run fresh bench-converge-1 root "${shipped[@]}"
 run rerun_shipped bench-converge-1 admin "${shipped[@]}"
 run rerun_plain_ssh bench-converge-1 admin "${shipped[@]}" ANSIBLE_STRATEGY=linear
-run rerun_no_config bench-converge-1 admin "${plain[@]}"
+run rerun_no_config bench-converge-1 admin "${no_config[@]}"
 secs[hosts5_rerun]=null secs[fresh4]=null
 if [ "${BENCH_HOSTS5:-1}" != 0 ]; then
   run fresh4 "$(IFS=,; echo "${hosts[*]:1}")" root "${shipped[@]}"
