@@ -66,9 +66,9 @@ ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
     echo "    $h: {ansible_host: $ip}"
   done
   echo "  vars:"
-  # Not -e ansible_user/ansible_become: extra vars beat the hardening role's own fresh-login check
-  # as the admin and its become-less look at SSH_CONNECTION (sudo drops it).
-  echo "    ansible_user: \"{{ lookup('ansible.builtin.env', 'COMPOSEOPS_BENCH_USER') }}\""
+  # ansible_user: from user-USER.yml (below); not -e ansible_user/ansible_become: extra vars beat
+  # the hardening role's own fresh-login check as the admin and its become-less look at
+  # SSH_CONNECTION (sudo drops it).
   echo "    ansible_become: true"
   echo "    ansible_python_interpreter: /usr/bin/python3"
   echo "    ansible_ssh_private_key_file: $key"
@@ -78,6 +78,9 @@ ansible-playbook -i localhost, tests/harness/playbooks/start_testhosts.yml \
   # had the hosts in composeops alone: common, hardening, docker, the stack, monitoring agents.)
   for group in web backup monitoring; do echo "$group: {children: {composeops: {}}}"; done
 } >"$work/hosts.yml"
+# The login user of a run: root for the fresh converges (no admin yet), then the admin; a static
+# inventory source after hosts.yml, as local.sh does (a lookup would be templated at every task).
+for user in root admin; do printf 'composeops:\n  vars: {ansible_user: %s}\n' "$user" >"$work/user-$user.yml"; done
 ansible-playbook -i "$work/hosts.yml" -e ansible_connection=community.docker.docker -e 'ansible_docker_host={{ inventory_hostname }}' \
   tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml >"$work/prepare.log"
 
@@ -90,7 +93,7 @@ run() {
   while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
   [ $# = 0 ] || { shift; args=("$@"); }
   start=$(date +%s.%N)
-  env COMPOSEOPS_BENCH_USER="$user" "${envs[@]}" ansible-playbook -i "$repo/inventories/local" -i "$work/hosts.yml" \
+  env "${envs[@]}" ansible-playbook -i "$repo/inventories/local" -i "$work/hosts.yml" -i "$work/user-$user.yml" \
     --limit "$limit" -f 5 "${args[@]}" "$repo/playbooks/site.yml" >"$work/$name.log" 2>&1 || rc=$?
   secs[$name]=$(echo "$(date +%s.%N) - $start" | bc | xargs printf '%.1f')
   # The host's recap line: "ok=N changed=N unreachable=N failed=N skipped=N ...".

@@ -69,26 +69,28 @@ pin_host_key
 # The shop's images come from the local fixture registry (no registry outside is reachable).
 tests/harness/fixtures.sh up
 # Test scaffolding a container host needs: Docker inside it, trust in the fixture registry's CA.
-quiet prepare env COMPOSEOPS_LOCAL_USER=root ansible-playbook -i inventories/local \
+# Root until the hardening role has made the admin (an inventory source after inventories/local
+# wins over it; an extra var would also beat the hardening role's own fresh-login check as the admin).
+printf 'composeops:\n  hosts:\n    %s:\n      ansible_user: root\n' "$host" >"$cache/root.yml"
+quiet prepare ansible-playbook -i inventories/local -i "$cache/root.yml" \
   -e ansible_connection=community.docker.docker -e 'ansible_docker_host={{ inventory_hostname }}' \
   tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml
 # The admin exists once a run has got through the hardening role; until then, come in as root.
 ssh_opts=(-o BatchMode=yes -o ConnectTimeout=5 -o UserKnownHostsFile="$cache/known_hosts" -i "$cache/id_ed25519")
-user="admin"
-ssh "${ssh_opts[@]}" "admin@$address" true 2>/dev/null || user=root
-echo "[local] converging $host ($address) over SSH as $user"
-# Not -e ansible_user: extra vars would beat the hardening role's own fresh-login check as the admin.
-COMPOSEOPS_LOCAL_USER=$user ansible-playbook -i inventories/local playbooks/site.yml "$@"
+inventory=(-i inventories/local)
+ssh "${ssh_opts[@]}" "admin@$address" true 2>/dev/null || inventory+=(-i "$cache/root.yml")
+echo "[local] converging $host ($address) over SSH as $([ ${#inventory[@]} = 2 ] && echo admin || echo root)"
+ansible-playbook "${inventory[@]}" playbooks/site.yml "$@"
 pin_host_key
 # A backup of the shop now, and its proof: the test restores the timers run daily (a plain
 # run only: options such as --check go to site.yml alone).
 if [ $# = 0 ]; then
   echo "[local] backing up the shop (playbooks/backup.yml), then its test restores"
-  quiet backup env COMPOSEOPS_LOCAL_USER=admin ansible-playbook -i inventories/local playbooks/backup.yml -e backup_stack=shop
+  quiet backup ansible-playbook -i inventories/local playbooks/backup.yml -e backup_stack=shop
   docker exec "$host" systemctl start composeops-backup-verify-shop-db composeops-backup-verify-shop-redis
   docker exec "$host" sh -c 'grep -h "^composeops_backup_verify_last_status" /var/lib/prometheus/node-exporter/composeops_backup_verify_*.prom'
   # Every service's state and health, every site's URL and health answer, the monitoring UIs.
-  quiet status env COMPOSEOPS_LOCAL_USER=admin ansible-playbook -i inventories/local playbooks/status.yml
+  quiet status ansible-playbook -i inventories/local playbooks/status.yml
   sed -n '/"msg": \[/,/\]/p' build/local-status.log
 fi
 api_v2=$(sed -n 's/^ *api_v2: *//p' "${COMPOSEOPS_FIXTURES_STATE:-$HOME/.cache/composeops/fixtures}/fixtures.yml")
