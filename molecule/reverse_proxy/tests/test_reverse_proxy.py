@@ -95,6 +95,19 @@ def test_stub_status_on_loopback(host):
     assert not host.socket("tcp://0.0.0.0:8088").is_listening
 
 
+def test_config_check_leaves_no_copy(host):
+    """composeops-nginx-check, which tested every file converge and side_effect wrote, removes its
+    copy of /etc/nginx whether nginx accepts the candidate or refuses it."""
+    copies = "ls -d /tmp/composeops-nginx-check.*"
+    assert host.run(copies).rc != 0, host.run(copies).stdout
+    check = "/usr/local/sbin/composeops-nginx-check %s /etc/nginx/nginx.conf"
+    assert host.run(check % "/etc/nginx/nginx.conf").rc == 0
+    host.check_output("echo 'events {' > /root/broken-nginx.conf")
+    refused = host.run(check % "/root/broken-nginx.conf")
+    assert refused.rc != 0 and "unexpected end of file" in refused.stderr, refused.stderr
+    assert host.run(copies).rc != 0, host.run(copies).stdout
+
+
 def test_renewal_client_footprint(host):
     """The renewal job's client: the virtualenv and the unpacked archive, plus the distribution
     packages it needs beyond nginx (python3-venv, -jinja2, -yaml, -resolvelib, -packaging)."""

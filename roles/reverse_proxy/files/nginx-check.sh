@@ -14,4 +14,5 @@ cp -a /etc/nginx/. "$tmp/"
 rel=${dest#/etc/nginx/}
 mkdir -p "$tmp/$(dirname "$rel")"
 cp "$candidate" "$tmp/$rel"
-exec nginx -q -t -c "$tmp/nginx.conf"
+# Not exec: the shell has to stay for its EXIT trap, or every check left its copy in /tmp.
+nginx -q -t -c "$tmp/nginx.conf"
