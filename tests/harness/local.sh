@@ -77,9 +77,9 @@ quiet prepare ansible-playbook -i inventories/local -i "$cache/root.yml" \
   tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml
 # The admin exists once a run has got through the hardening role; until then, come in as root.
 ssh_opts=(-o BatchMode=yes -o ConnectTimeout=5 -o UserKnownHostsFile="$cache/known_hosts" -i "$cache/id_ed25519")
-inventory=(-i inventories/local)
-ssh "${ssh_opts[@]}" "admin@$address" true 2>/dev/null || inventory+=(-i "$cache/root.yml")
-echo "[local] converging $host ($address) over SSH as $([ ${#inventory[@]} = 2 ] && echo admin || echo root)"
+user=admin inventory=(-i inventories/local)
+ssh "${ssh_opts[@]}" "admin@$address" true 2>/dev/null || { user=root; inventory+=(-i "$cache/root.yml"); }
+echo "[local] converging $host ($address) over SSH as $user"
 ansible-playbook "${inventory[@]}" playbooks/site.yml "$@"
 pin_host_key
 # A backup of the shop now, and its proof: the test restores the timers run daily (a plain
