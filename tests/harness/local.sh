@@ -23,7 +23,7 @@ cache=.cache/local
 case "${1:-}" in
   down)
     docker rm -f -v "$host" >/dev/null 2>&1 || true
-    rm -f "$cache/address" "$cache/known_hosts"
+    rm -f "$cache/address" "$cache/known_hosts" "$cache/host.yml"
     echo "$host removed (images, fixture registry and key kept; \`make local-clean\` removes them too)"
     exit 0
     ;;
@@ -72,12 +72,17 @@ tests/harness/fixtures.sh up
 # Root until the hardening role has made the admin (an inventory source after inventories/local
 # wins over it; an extra var would also beat the hardening role's own fresh-login check as the admin).
 printf 'composeops:\n  hosts:\n    %s:\n      ansible_user: root\n' "$host" >"$cache/root.yml"
+# The same connection settings as inventories/local, as plain values for this script's own runs:
+# there they are templates (a file lookup for the address), which Ansible renders anew at every
+# task, about 700 times and 2 s of a no-change run.
+printf 'composeops:\n  hosts:\n    %s:\n      ansible_host: %s\n      ansible_ssh_private_key_file: %s\n      ansible_ssh_common_args: -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes\n' \
+  "$host" "$address" "$PWD/$cache/id_ed25519" "$PWD/$cache/known_hosts" >"$cache/host.yml"
 quiet prepare ansible-playbook -i inventories/local -i "$cache/root.yml" \
   -e ansible_connection=community.docker.docker -e 'ansible_docker_host={{ inventory_hostname }}' \
   tests/harness/playbooks/prepare_dind.yml tests/harness/playbooks/trust_fixture_registry.yml
 # The admin exists once a run has got through the hardening role; until then, come in as root.
 ssh_opts=(-o BatchMode=yes -o ConnectTimeout=5 -o UserKnownHostsFile="$cache/known_hosts" -i "$cache/id_ed25519")
-user=admin inventory=(-i inventories/local)
+user=admin inventory=(-i inventories/local -i "$cache/host.yml")
 ssh "${ssh_opts[@]}" "admin@$address" true 2>/dev/null || { user=root; inventory+=(-i "$cache/root.yml"); }
 echo "[local] converging $host ($address) over SSH as $user"
 ansible-playbook "${inventory[@]}" playbooks/site.yml "$@"
@@ -86,11 +91,11 @@ pin_host_key
 # run only: options such as --check go to site.yml alone).
 if [ $# = 0 ]; then
   echo "[local] backing up the shop (playbooks/backup.yml), then its test restores"
-  quiet backup ansible-playbook -i inventories/local playbooks/backup.yml -e backup_stack=shop
+  quiet backup ansible-playbook -i inventories/local -i "$cache/host.yml" playbooks/backup.yml -e backup_stack=shop
   docker exec "$host" systemctl start composeops-backup-verify-shop-db composeops-backup-verify-shop-redis
   docker exec "$host" sh -c 'grep -h "^composeops_backup_verify_last_status" /var/lib/prometheus/node-exporter/composeops_backup_verify_*.prom'
   # Every service's state and health, every site's URL and health answer, the monitoring UIs.
-  quiet status ansible-playbook -i inventories/local playbooks/status.yml
+  quiet status ansible-playbook -i inventories/local -i "$cache/host.yml" playbooks/status.yml
   sed -n '/"msg": \[/,/\]/p' build/local-status.log
 fi
 api_v2=$(sed -n 's/^ *api_v2: *//p' "${COMPOSEOPS_FIXTURES_STATE:-$HOME/.cache/composeops/fixtures}/fixtures.yml")

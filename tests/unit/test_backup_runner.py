@@ -296,3 +296,15 @@ def test_nothing_removed_when_forget_says_nothing_parsable():
     assert runner.forgotten_ids("") == set()
     assert runner.forgotten_ids("[0:00] 100.00%  2 / 2 snapshots\n[1, 2]\n") == set()
     assert runner.forgotten_ids('[{"tags": ["composeops"], "keep": [], "remove": null}]\n') == set()
+
+
+def test_a_repository_is_opened_again_when_its_address_credentials_or_password_change():
+    url = "sftp:backup@offsite.example:/srv/restic/web1"
+    env = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
+    same = runner.repository_fingerprint(url, dict(reversed(list(env.items()))), "pw\n")
+    assert runner.repository_fingerprint(url, env, "pw\n") == same
+    assert runner.repository_fingerprint(url + "-2", env, "pw\n") != same
+    assert runner.repository_fingerprint(url, dict(env, AWS_SECRET_ACCESS_KEY="other"), "pw\n") != same
+    assert runner.repository_fingerprint(url, env, "pw2\n") != same
+    assert runner.repository_fingerprint(url, {}, "pw\n") != same
+    assert "pw" not in same and len(same) == 64
