@@ -308,3 +308,11 @@ def test_a_repository_is_opened_again_when_its_address_credentials_or_password_c
     assert runner.repository_fingerprint(url, env, "pw2\n") != same
     assert runner.repository_fingerprint(url, {}, "pw\n") != same
     assert "pw" not in same and len(same) == 64
+
+
+def test_only_a_repository_on_this_host_is_a_local_path():
+    assert runner.local_repository_path("/var/backups/composeops/restic") == "/var/backups/composeops/restic"
+    assert runner.local_repository_path("local:/srv/restic") == "/srv/restic"
+    assert runner.local_repository_path("sftp:root@dr-target:/srv/restic/dr-lost") is None
+    assert runner.local_repository_path("s3:https://s3.example/bucket") is None
+    assert runner.local_repository_path("rest:http://backup:8000/") is None

@@ -205,12 +205,16 @@ def test_database_killed_mid_dump_fails_and_keeps_the_snapshots(host):
     while host.run(waiting).stdout.strip() != "1":
         assert time.time() < deadline, "pg_dump never waited for the lock"
         time.sleep(0.5)
+    opened = "/var/lib/composeops/backup/repositories.json"
+    assert host.file(opened).exists, "the converge's init did not record the repositories it opened"
     sh(host, COMPOSE + "kill db")
     deadline = time.time() + 60
     while not host.file("/run/dump-killed.rc").exists:
         assert time.time() < deadline, "the backup run did not end"
         time.sleep(1)
     assert host.file("/run/dump-killed.rc").content_string.strip() != "0"
+    # A failed run makes the next converge ask restic about every repository again.
+    assert not host.file(opened).exists
     sh(host, COMPOSE + "start db")
     wait_healthy(host, "db")
     assert snapshot_ids(host, "demo-db") == before

@@ -309,6 +309,12 @@ def repository_fingerprint(url, env, password):
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
+def local_repository_path(url):
+    """The directory of a repository on this host (a path, or local:PATH), else None."""
+    path = url[len("local:"):] if url.startswith("local:") else url
+    return path if path.startswith("/") else None
+
+
 def read_env_file(path):
     env = {}
     if path and os.path.exists(path):
@@ -472,14 +478,19 @@ class Runner:
                             self.config["password_file"]))
         return env
 
+    def opened_repositories_path(self):
+        return os.path.join(self.state, "repositories.json")
+
     # commands
 
     def init(self):
         # Each `restic cat config` derives the key (about 0.4 s of CPU): a repository opened before
         # with the same address, credentials and password (repositories.json, root-only like the
-        # password beside it) is not asked again on every converge. A repository lost since then
-        # fails the next backup, which the metrics and alerts report.
-        opened_path = os.path.join(self.state, "repositories.json")
+        # password beside it) is not asked again on every converge, unless it is a directory of this
+        # host that has lost its config. An off-site repository lost since then fails the next
+        # backup, which the metrics report and which drops repositories.json: the converge after it
+        # asks restic about every repository again (and creates the missing ones).
+        opened_path = self.opened_repositories_path()
         opened = self.read_json(opened_path, {})
         with open(self.config["password_file"], encoding="utf-8") as handle:
             password = handle.read()
@@ -487,7 +498,9 @@ class Runner:
                         for repo in self.repos}
         ready, missing = [], []
         for repo in self.repos:
-            if opened.get(repo["name"]) == fingerprints[repo["name"]]:
+            local = local_repository_path(repo["url"])
+            if opened.get(repo["name"]) == fingerprints[repo["name"]] and (
+                    local is None or os.path.exists(os.path.join(local, "config"))):
                 ready.append(repo)
                 continue
             found = self.restic(repo, ["cat", "config"], check=False)
@@ -663,8 +676,11 @@ class Runner:
                     if not resumed:
                         self.commands(source, "post_commands")
         except Exception as exc:  # pylint: disable=broad-except
-            # Whatever failed (a missing secret file, a full disk), the metric says so.
+            # Whatever failed (a missing secret file, a full disk), the metric says so, and the next
+            # converge opens every repository again (init), in case one of them is gone.
             self.backup_metrics(source, started, previous, results, error=str(exc) or repr(exc))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.opened_repositories_path())
             raise
         self.backup_metrics(source, started, previous, results)
         print(json.dumps({"source": name, "snapshot": summary["snapshot_id"][:8],
