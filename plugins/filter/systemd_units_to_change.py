@@ -17,7 +17,8 @@ description:
     returns the units that M(ansible.builtin.systemd_service) would change, so that a run calls
     the module only for those instead of once per unit.
   - A unit counts as settled with the same rules the module applies; anything else, or an output
-    that does not hold one block per unit, keeps the unit in the result (the module then decides).
+    that does not hold one block per unit (an empty one when no state was read), keeps the unit in the
+    result (the module then decides).
 author: composeops developers (@composeops)
 positional: _input, show_output
 options:
@@ -31,7 +32,7 @@ options:
     elements: dict
     required: true
   show_output:
-    description: What C(systemctl show) printed for those units.
+    description: What C(systemctl show) printed for those units; empty when it did not run.
     type: str
     required: true
 """
@@ -70,7 +71,7 @@ _RUNNING = frozenset(["active", "activating", "reloading"])
 def parse_show(output):
     """The property blocks of `systemctl show` (one per unit, separated by blank lines)."""
     blocks = []
-    for chunk in output.strip().split("\n\n"):
+    for chunk in output.strip().split("\n\n") if output.strip() else []:
         props = {}
         for line in chunk.splitlines():
             key, sep, value = line.partition("=")

@@ -63,7 +63,10 @@ def test_a_missing_unit_is_left_to_the_module_unless_missing_is_fine():
 
 def test_an_output_that_does_not_match_the_units_keeps_them_all():
     assert systemd_units_to_change(UNITS[:3], SHOWN) == UNITS[:3]
+    # No read (a skipped task: the roles pass ''): every unit goes to the module.
+    assert parse_show("") == []
     assert systemd_units_to_change(UNITS, "") == UNITS
+    assert systemd_units_to_change([], "") == []
 
 
 def test_bad_input_is_refused():
